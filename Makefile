@@ -1,0 +1,36 @@
+# Two commands set everything up: `make run` (the agent end to end) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: deps test run bench release clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+# Debian packages the tests drive for real, the Elasticsearch artifact, the bosh CLI.
+deps: $(STAMP)
+	@missing=""; for c in logrotate:logrotate ruby:ruby nginx:nginx-light mvn:maven java:openjdk-17-jre-headless; do \
+	  command -v $${c%%:*} >/dev/null || [ -x /usr/sbin/$${c%%:*} ] || missing="$$missing $${c##*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+	$(PY) -m tests.support.esnode fetch
+
+test: deps
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+run: deps
+	$(PY) -m agent.demo
+
+bench: deps
+	$(PY) -m tests.bench.run
+
+release: $(STAMP)
+	bash bosh/scripts/make-release.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

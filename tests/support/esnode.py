@@ -1,0 +1,161 @@
+"""A real single-node Elasticsearch for tests and `make run`.
+
+Resolves the minimal distribution (integ-test-zip) by its Maven coordinates, unpacks it
+once into a cache, and starts one node as an unprivileged user on a free loopback port.
+`ES_URL` short-circuits all of it: the given cluster is used as is.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ES_VERSION = os.environ.get("LOG_SHIPPER_ES_VERSION", "8.19.21")
+COORDS = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ES_VERSION}:zip"
+CACHE = Path(os.environ.get("LOG_SHIPPER_CACHE", "/var/tmp/log-shipper-cache"))
+ES_USER = "log-shipper-es"
+JAVA_HOME = os.environ.get("ES_JAVA_HOME") or os.environ.get("JAVA_HOME") or "/usr/lib/jvm/java-17-openjdk-amd64"
+
+
+def fetch_distribution() -> Path:
+    """The unpacked distribution's home, downloading it only the first time."""
+    home = CACHE / f"elasticsearch-{ES_VERSION}"
+    if (home / "bin" / "elasticsearch").exists():
+        return home
+    CACHE.mkdir(parents=True, exist_ok=True)
+    archive = CACHE / f"elasticsearch-{ES_VERSION}.zip"
+    if not archive.exists():
+        subprocess.run(
+            ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={COORDS}", f"-DoutputDirectory={CACHE}"],
+            check=True,
+        )
+    tmp = Path(tempfile.mkdtemp(dir=CACHE))
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp)
+    for p in (tmp / f"elasticsearch-{ES_VERSION}").rglob("*"):
+        # zipfile drops the mode bits; the launch scripts and the native libraries need them.
+        if p.is_file() and (p.parent.name == "bin" or p.suffix == ".so"):
+            p.chmod(0o755)
+    (tmp / f"elasticsearch-{ES_VERSION}").rename(home)
+    shutil.rmtree(tmp, ignore_errors=True)
+    _open_up(CACHE)
+    return home
+
+
+def _open_up(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o005 | (0o050 if p.is_dir() else 0o040))
+
+
+def _ensure_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(ES_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ES_USER], check=True)
+        return pwd.getpwnam(ES_USER)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Node:
+    url: str
+    workdir: Path | None
+    proc: subprocess.Popen | None
+    started_in_s: float = 0.0
+
+    def stop(self, keep_logs: bool = False) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.workdir and not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def log_file(self) -> Path | None:
+        return self.workdir / "stdout.log" if self.workdir else None
+
+
+def start(heap: str = "512m", timeout_s: float = 120.0) -> Node:
+    if os.environ.get("ES_URL"):
+        return Node(url=os.environ["ES_URL"].rstrip("/"), workdir=None, proc=None)
+    home = fetch_distribution()
+    workdir = Path(tempfile.mkdtemp(prefix="log-shipper-es-"))
+    conf = workdir / "config"
+    shutil.copytree(home / "config", conf)
+    for d in ("data", "logs"):
+        (workdir / d).mkdir()
+    http_port, transport_port = free_port(), free_port()
+    env = dict(os.environ, ES_JAVA_HOME=JAVA_HOME, ES_PATH_CONF=str(conf), ES_JAVA_OPTS=f"-Xms{heap} -Xmx{heap}")
+    env.pop("JAVA_HOME", None)
+    cmd = [
+        str(home / "bin" / "elasticsearch"),
+        "-Ediscovery.type=single-node",
+        "-Enetwork.host=127.0.0.1",
+        f"-Ehttp.port={http_port}",
+        f"-Etransport.port={transport_port}",
+        f"-Epath.data={workdir / 'data'}",
+        f"-Epath.logs={workdir / 'logs'}",
+        "-Expack.security.enabled=false",
+        # Tests fill small disks; the default watermarks would turn indices read-only.
+        "-Ecluster.routing.allocation.disk.threshold_enabled=false",
+        "-Eaction.destructive_requires_name=false",
+    ]
+    preexec = None
+    if os.geteuid() == 0:  # Elasticsearch refuses to run as root.
+        user = _ensure_user()
+        for p in [workdir, *workdir.rglob("*")]:
+            os.chown(p, user.pw_uid, user.pw_gid)
+
+        def preexec() -> None:  # noqa: F811 - runs in the child
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+
+        env["HOME"] = str(workdir)
+    out = open(workdir / "stdout.log", "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec, cwd=workdir)
+    node = Node(url=f"http://127.0.0.1:{http_port}", workdir=workdir, proc=proc)
+    while time.monotonic() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Elasticsearch exited with {proc.returncode}; see {workdir / 'stdout.log'}")
+        if _ready(node.url):
+            node.started_in_s = time.monotonic() - t0
+            return node
+        time.sleep(0.25)
+    node.stop(keep_logs=True)
+    raise RuntimeError(f"Elasticsearch did not answer within {timeout_s:.0f}s; see {workdir / 'stdout.log'}")
+
+
+def _ready(url: str) -> bool:
+    try:
+        # The minimal distribution has no `GET /`; cluster health is always there.
+        with urllib.request.urlopen(f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s", timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["fetch"]:
+        print(fetch_distribution())
