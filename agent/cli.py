@@ -41,5 +41,19 @@ def check_config(config_path: str) -> None:
     click.echo(f"config ok: {len(cfg.elasticsearch.hosts)} Elasticsearch host(s), target {cfg.target.kind} {cfg.target.name}")
 
 
+@main.command()
+@CONFIG_OPTION
+def run(config_path: str) -> None:
+    """Run the agent until SIGTERM or SIGINT, then flush and save offsets."""
+    import signal
+
+    from agent.pipeline import Agent
+
+    agent = Agent(_load(config_path))
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    agent.run()
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,63 @@
+"""Acknowledged prefixes -> registry offsets. The only writer of the registry.
+
+Batches finish out of order when several are in flight; a file's offset advances only
+over the contiguous run of its segments whose batches are all acknowledged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from agent import metrics, registry
+from agent.batch import Batch, Segment
+from agent.registry import Entry
+
+
+class Acker:
+    def __init__(self, entries: dict[str, Entry], state_dir: str, forget_after_s: float):
+        self.entries = entries
+        self.state_dir = state_dir
+        self.forget_after_s = forget_after_s
+        self.pending: dict[str, deque[Segment]] = {}
+        self.dirty = True
+
+    def track(self, batch: Batch) -> None:
+        """Called in reading order, before the batch is sent."""
+        for seg in batch.segments:
+            self.pending.setdefault(seg.fid, deque()).append(seg)
+
+    def done(self, batch: Batch) -> None:
+        now = time.time()
+        for seg in batch.segments:
+            seg.done = True
+            metrics.LINES_ACKED.labels(seg.job).inc(seg.lines)
+            metrics.BYTES_ACKED.labels(seg.job).inc(seg.bytes)
+        for fid in {s.fid for s in batch.segments}:
+            self._advance(fid, now)
+
+    def _advance(self, fid: str, now: float) -> None:
+        queue = self.pending.get(fid)
+        entry = self.entries.get(fid)
+        last = None
+        while queue and queue[0].done:
+            last = queue.popleft()
+        if not queue:
+            self.pending.pop(fid, None)
+        if last is None or entry is None:
+            return
+        if last.end > entry.offset:
+            entry.offset = last.end
+            entry.tail = last.tail
+        entry.updated_at = now
+        if entry.offset >= entry.size:
+            entry.caught_up_at = now
+        self.dirty = True
+
+    def unacked(self, fid: str) -> bool:
+        return bool(self.pending.get(fid))
+
+    def checkpoint(self, force: bool = False) -> None:
+        if self.dirty or force:
+            metrics.REGISTRY_WRITE_SECONDS.observe(registry.save(self.state_dir, self.entries, self.forget_after_s))
+            self.dirty = False

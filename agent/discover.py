@@ -1,0 +1,110 @@
+"""Which files to read: globs under the root, watchdog (inotify) events, periodic rescans."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from agent import log
+from agent.config import InputsConfig
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """`**/` spans directories, `*` and `?` stay inside one path segment."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+class Discovery(FileSystemEventHandler):
+    def __init__(self, cfg: InputsConfig, wake: threading.Event):
+        self.root = os.path.abspath(cfg.root)
+        self.include = [glob_regex(p) for p in cfg.include]
+        self.exclude = [glob_regex(p) for p in cfg.exclude]
+        self.extra = cfg.extra_paths
+        self.extra_re = [glob_regex(p) for p in cfg.extra_paths]
+        self.wake = wake
+        self._changed: set[str] = set()
+        self._lock = threading.Lock()
+        self.rescan_requested = False
+        self.observer: Observer | None = None
+
+    def job_of(self, path: str) -> str:
+        """`/var/vcap/sys/log/<job>/...` -> `<job>`; empty outside the root."""
+        rel = os.path.relpath(path, self.root)
+        return rel.split("/", 1)[0] if "/" in rel and not rel.startswith("..") else ""
+
+    def relpath(self, path: str) -> str:
+        rel = os.path.relpath(path, self.root)
+        return path if rel.startswith("..") else rel
+
+    def matches(self, path: str) -> bool:
+        rel = os.path.relpath(path, self.root)
+        if not rel.startswith(".."):
+            return any(r.match(rel) for r in self.include) and not any(r.match(rel) for r in self.exclude)
+        return any(r.match(path) for r in self.extra_re)
+
+    def scan(self) -> list[str]:
+        found = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            found += [p for p in (os.path.join(dirpath, f) for f in files) if self.matches(p)]
+        for pattern in self.extra:
+            found += [p for p in glob.glob(pattern) if os.path.isfile(p)]
+        return found
+
+    def start(self) -> None:
+        self.observer = Observer()
+        if os.path.isdir(self.root):
+            self.observer.schedule(self, self.root, recursive=True)
+        for d in {os.path.dirname(p) for p in self.extra}:
+            if os.path.isdir(d):
+                self.observer.schedule(self, d, recursive=False)
+        self.observer.daemon = True
+        try:
+            self.observer.start()
+        except OSError as e:  # e.g. inotify watch limit reached: rescans still find everything
+            log.warn("watch_failed", "file events unavailable; relying on periodic rescans",
+                     error=str(e), hint="raise fs.inotify.max_user_watches")
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+
+    def take_changed(self) -> set[str]:
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        return changed
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        with self._lock:
+            if event.is_directory:
+                if event.event_type in ("created", "moved"):
+                    self.rescan_requested = True
+            else:
+                self._changed.add(os.fsdecode(event.src_path))
+                dest = getattr(event, "dest_path", "")
+                if dest:
+                    self._changed.add(os.fsdecode(dest))
+        self.wake.set()

@@ -1,0 +1,75 @@
+"""File identity by content: who a file is, whatever its path.
+
+A file is known by `fid`, derived at first sight from device, inode and its first bytes,
+and kept for life. Its head (the first HEAD_BYTES bytes, or fewer for a small file, hashed
+with their length) finds the same content again under another name, plain or gzipped.
+The hash of the bytes just before an offset tells whether that offset still belongs to the
+file: a truncated and rewritten file fails the check.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+
+HEAD_BYTES = 256
+TAIL_BYTES = 64
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Head:
+    length: int
+    hash: str
+
+    @classmethod
+    def of(cls, data: bytes) -> Head:
+        return cls(len(data), digest(data))
+
+
+def new_fid(dev: int, ino: int, head: bytes) -> str:
+    """Deterministic, so a replay after a lost registry yields the same document ids."""
+    return digest(b"%d:%d:" % (dev, ino) + head)
+
+
+def read_head(fd: int) -> bytes:
+    return os.pread(fd, HEAD_BYTES, 0)
+
+
+def head_matches(fd: int, head: Head) -> bool:
+    return Head.of(os.pread(fd, head.length, 0)) == head
+
+
+def tail_hash(data_before_offset: bytes) -> str:
+    return digest(data_before_offset[-TAIL_BYTES:])
+
+
+def tail_matches(fd: int, offset: int, expected: str) -> bool:
+    n = min(TAIL_BYTES, offset)
+    return digest(os.pread(fd, n, offset - n)) == expected
+
+
+def gz_head(path: str, length: int) -> bytes | None:
+    """The first `length` uncompressed bytes of a gzip file, or None if it is not readable gzip."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read(length)
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def path_head(path: str, length: int) -> bytes | None:
+    """The first `length` bytes of a plain or gzipped file, None if it cannot be read."""
+    if path.endswith(".gz"):
+        return gz_head(path, length)
+    try:
+        with open(path, "rb") as f:
+            return f.read(length)
+    except OSError:
+        return None

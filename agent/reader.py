@@ -1,0 +1,377 @@
+"""Read files: open by identity, follow rotation, hand chunks to the framer.
+
+One `Source` per file being read. A live source sits at a discovered path; when its file
+is renamed away or deleted it stays open (draining) until idle; when it is truncated under
+us (logrotate copytruncate), the rest of its old content is read from the rotated copy,
+plain or gzipped, found by content. What cannot be found is counted as lost, never
+silently skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent import identity, log, metrics
+from agent.config import ReaderConfig
+from agent.frame import Framer, Frames
+from agent.identity import Head
+from agent.registry import Entry
+
+# (path, offset) -> a framer with that file's line limit and multiline rule.
+MakeFramer = Callable[[str, int], Framer]
+
+
+@dataclass
+class Source:
+    fid: str
+    path: str  # where its lines were written (log.file.path); copies keep the live name
+    live: bool
+    fd: int | None
+    gz: gzip.GzipFile | None
+    dev: int
+    ino: int
+    framer: Framer
+    final: bool = False  # a rotated copy: its content will not grow
+    size: int = 0
+    last_data_at: float = field(default_factory=time.monotonic)
+    reading_from: str = ""  # the path actually read, if not `path`
+
+    @property
+    def pos(self) -> int:
+        return self.framer.next_offset
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.gz is not None:
+            self.gz.close()
+            self.gz = None
+
+
+@dataclass
+class Chunk:
+    src: Source
+    data: bytes
+    base: int  # file offset of data[0]
+
+
+class Reader:
+    def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], make_framer: MakeFramer, job_of: Callable[[str], str]):
+        self.cfg = cfg
+        self.entries = entries
+        self.make_framer = make_framer
+        self.job_of = job_of
+        self.sources: dict[str, Source] = {}
+        self.by_path: dict[str, str] = {}  # live path -> fid
+        self.empty: set[str] = set()  # live paths with no bytes yet: no identity until they have one
+        self.unreadable: dict[str, str] = {}  # path -> error, retried on every rescan
+        self.active: set[str] = set()  # fids that may have unread bytes
+        self._full_warned = False
+        # Events flushed out of band (a partial line whose rest was rotated away).
+        self.pending_frames: list[tuple[Source, Frames]] = []
+
+    # -- discovery --------------------------------------------------------------------
+
+    def start(self, paths: list[str]) -> None:
+        """First scan after start: match live files to the registry, then drain orphans."""
+        self.sync(paths)
+        matched = set(self.sources)
+        for entry in list(self.entries.values()):
+            if entry.fid not in matched and not entry.gone:
+                self._resume_orphan(entry)
+
+    def sync(self, paths: list[str]) -> None:
+        """A full rescan: every matching path, plus a look at every open live file."""
+        for path in list(self.by_path):
+            self.changed(path)
+        for path in paths:
+            if path not in self.by_path:
+                self.changed(path)
+        self.active.update(self.sources)
+
+    def changed(self, path: str) -> None:
+        fid = self.by_path.get(path)
+        if fid is None:
+            self._open_live(path)
+            return
+        src = self.sources[fid]
+        self.active.add(fid)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._unlink_path(src)
+            return
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) != (src.dev, src.ino):
+            self._unlink_path(src)  # renamed away or replaced: drain the old inode, open the new file
+            self._open_live(path)
+
+    def _unlink_path(self, src: Source) -> None:
+        src.live = False
+        self.by_path.pop(src.path, None)
+        self.active.add(src.fid)
+
+    def _open_live(self, path: str) -> None:
+        if len(self.sources) >= self.cfg.max_open_files:
+            if not self._full_warned:
+                log.warn("open_files_limit", "too many open log files; new files wait until others are drained",
+                         limit=self.cfg.max_open_files, hint="raise reader.max_open_files")
+                self._full_warned = True
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self.empty.discard(path)
+            return
+        except OSError as e:
+            if self.unreadable.get(path) != e.strerror:
+                log.warn("file_unreadable", "cannot read log file; retrying on every rescan",
+                         path=path, error=e.strerror, hint="the agent needs read access (CAP_DAC_READ_SEARCH)")
+            self.unreadable[path] = e.strerror or str(e)
+            return
+        self.unreadable.pop(path, None)
+        st = os.fstat(fd)
+        head = identity.read_head(fd)
+        if not head:
+            os.close(fd)
+            self.empty.add(path)
+            return
+        self.empty.discard(path)
+        entry = self._match(path, fd, st, head)
+        src = Source(entry.fid, path, True, fd, None, st.st_dev, st.st_ino,
+                     self.make_framer(path, entry.offset), size=st.st_size)
+        entry.path, entry.size, entry.gone = path, st.st_size, False
+        entry.updated_at = time.time()
+        self.sources[entry.fid] = src
+        self.by_path[path] = entry.fid
+        self.active.add(entry.fid)
+
+    def _match(self, path: str, fd: int, st: os.stat_result, head: bytes) -> Entry:
+        """The registry entry this file continues, or a new one from offset 0."""
+        for e in self.entries.values():
+            if e.fid in self.sources or (e.dev, e.ino) != (st.st_dev, st.st_ino):
+                continue
+            if not identity.head_matches(fd, Head(e.head_len, e.head_hash)):
+                continue
+            if e.offset <= st.st_size and (not e.tail or identity.tail_matches(fd, e.offset, e.tail)):
+                return e
+            log.warn("file_rewritten", "file was truncated and rewritten while the agent was away; reading it anew",
+                     path=path, saved_offset=e.offset, size=st.st_size)
+            self._resume_orphan(e)
+            return self._new_entry(path, st, head, salt=True)
+        return self._new_entry(path, st, head)
+
+    def _new_entry(self, path: str, st: os.stat_result, head: bytes, salt: bool = False) -> Entry:
+        fid = identity.new_fid(st.st_dev, st.st_ino, head)
+        if salt or fid in self.entries:
+            fid = identity.new_fid(st.st_dev, st.st_ino, head + b"%d" % time.time_ns())
+        h = Head.of(head)
+        now = time.time()
+        entry = Entry(fid, path, st.st_dev, st.st_ino, h.length, h.hash, size=st.st_size, updated_at=now, caught_up_at=now)
+        self.entries[fid] = entry
+        return entry
+
+    # -- rotation ---------------------------------------------------------------------
+
+    def _resume_orphan(self, entry: Entry) -> None:
+        """A registry entry whose file is no longer at its path: find its copy, or count the loss."""
+        src = self._open_copy(entry.fid, entry.path, Head(entry.head_len, entry.head_hash), entry.offset,
+                              lambda: self.make_framer(entry.path, entry.offset))
+        if src is None:
+            self._lost(entry, max(0, entry.size - entry.offset))
+            entry.gone = True
+
+    def _truncated(self, src: Source) -> None:
+        """copytruncate: the old content continues in a rotated copy; the live file starts anew."""
+        entry = self.entries[src.fid]
+        copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos, lambda: src.framer)
+        if copy is None:
+            self._lost(entry, max(0, src.size - src.pos))
+            frames = src.framer.flush()
+            if len(frames):
+                self.pending_frames.append((src, frames))
+            entry.gone = True
+        path = src.path
+        self._unlink_path(src)
+        if copy is None:
+            src.close()
+            self.sources.pop(src.fid, None)
+        else:
+            src.close()
+        self._open_live(path)
+
+    def _open_copy(self, fid: str, path: str, head: Head, offset: int, framer: Callable[[], Framer]) -> Source | None:
+        directory, base = os.path.split(path)
+        try:
+            names = [n for n in os.listdir(directory) if n != base and n.startswith(base)]
+        except OSError:
+            return None
+        # Plain copies first: logrotate deletes x.log.1 only once x.log.1.gz is complete.
+        names.sort(key=lambda n: (n.endswith(".gz"), -_mtime(os.path.join(directory, n))))
+        for name in names:
+            cand = os.path.join(directory, name)
+            src = self._try_copy(fid, path, cand, head, offset, framer)
+            if src is not None:
+                old = self.sources.get(fid)
+                if old is not None and old is not src:
+                    old.close()
+                self.sources[fid] = src
+                self.active.add(fid)
+                log.info("rotated_copy", "reading the rest of a rotated file from its copy",
+                         path=path, copy=cand, offset=offset)
+                return src
+        return None
+
+    def _try_copy(self, fid: str, path: str, cand: str, head: Head, offset: int, framer) -> Source | None:
+        try:
+            if cand.endswith(".gz"):
+                gz = gzip.open(cand, "rb")
+                try:
+                    if Head.of(gz.read(head.length)) != head:
+                        gz.close()
+                        return None
+                    gz.seek(offset)
+                except (OSError, EOFError, zlib.error):
+                    gz.close()
+                    return None
+                st = os.stat(cand)
+                return Source(fid, path, False, None, gz, st.st_dev, st.st_ino, framer(), final=True, reading_from=cand)
+            fd = os.open(cand, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if not identity.head_matches(fd, head):
+            os.close(fd)
+            return None
+        st = os.fstat(fd)
+        return Source(fid, path, False, fd, None, st.st_dev, st.st_ino, framer(), final=True,
+                      size=st.st_size, reading_from=cand)
+
+    def _lost(self, entry: Entry, n: int) -> None:
+        if n <= 0:
+            return
+        entry.lost_bytes += n
+        entry.lost_at = time.time()
+        metrics.LOST_BYTES.labels(self.job_of(entry.path)).inc(n)
+        log.error("bytes_lost", "log content was rotated away before it was read",
+                  path=entry.path, lost_bytes=n,
+                  hint="ship faster (check Elasticsearch) or keep more rotated copies (logrotate rotate/size)")
+
+    # -- reading ----------------------------------------------------------------------
+
+    def read(self, src: Source) -> Chunk | None:
+        """The next chunk of `src`, or None at its end (after handling truncation/closing)."""
+        if src.gz is not None:
+            return self._read_gz(src)
+        try:
+            st = os.fstat(src.fd)
+        except OSError:
+            return None
+        if st.st_size < src.pos or (st.st_size > src.size and src.live and not self._head_ok(src)):
+            if src.live:
+                self._truncated(src)
+            return None
+        if st.st_size > src.size:
+            src.size = st.st_size
+            self.entries[src.fid].size = st.st_size
+        if st.st_size == src.pos:
+            return None
+        base = src.pos
+        try:
+            data = os.pread(src.fd, min(self.cfg.chunk_bytes, st.st_size - base), base)
+        except OSError as e:
+            if e.errno != errno.EINTR:
+                log.warn("read_failed", "reading a log file failed; will retry", path=src.path, error=e.strerror)
+            return None
+        if data:
+            src.last_data_at = time.monotonic()
+            self._grow_head(src)
+        return Chunk(src, data, base) if data else None
+
+    def _read_gz(self, src: Source) -> Chunk | None:
+        base = src.pos
+        try:
+            data = src.gz.read(self.cfg.chunk_bytes)
+        except (OSError, EOFError, zlib.error) as e:
+            log.warn("gzip_unreadable", "rotated gzip copy is damaged; the rest of it is lost",
+                     path=src.reading_from, error=str(e))
+            data = b""
+        if data:
+            src.size = max(src.size, base + len(data))
+            self.entries[src.fid].size = max(self.entries[src.fid].size, src.size)
+            return Chunk(src, data, base)
+        return None
+
+    def _head_ok(self, src: Source) -> bool:
+        e = self.entries[src.fid]
+        return identity.head_matches(src.fd, Head(e.head_len, e.head_hash))
+
+    def _grow_head(self, src: Source) -> None:
+        """A small file's fingerprint grows with it, up to HEAD_BYTES."""
+        e = self.entries[src.fid]
+        if e.head_len < identity.HEAD_BYTES and src.size > e.head_len and src.live:
+            h = Head.of(identity.read_head(src.fd))
+            e.head_len, e.head_hash = h.length, h.hash
+
+    def at_end(self, src: Source, now: float) -> Frames | None:
+        """Called when `src` has nothing more to read now: idle flushes and closing."""
+        idle = now - src.last_data_at
+        frames = None
+        if src.framer.partial and (src.final or idle >= self.cfg.idle_flush_s):
+            frames = src.framer.flush()
+        elif src.framer.multiline_due(now):
+            frames = src.framer.flush(partial=False)
+        if not src.live and (src.final or idle >= self.cfg.close_removed_after_s):
+            more = src.framer.flush()
+            if frames is None:
+                frames = more
+            else:
+                frames.lines += more.lines  # pragma: no cover - both pending only with multiline
+            self._finish(src)
+        return frames
+
+    def _finish(self, src: Source) -> None:
+        src.close()
+        if self.sources.get(src.fid) is src:
+            del self.sources[src.fid]
+        self.active.discard(src.fid)
+        entry = self.entries.get(src.fid)
+        if entry is not None:
+            entry.gone = True
+            entry.updated_at = time.time()
+
+    def needs_attention(self, src: Source) -> bool:
+        """Still worth a look without a new event: a pending partial line or event, or draining."""
+        return src.framer.has_pending() or not src.live
+
+    def tail_of(self, src: Source, chunk: Chunk | None, end: int) -> str:
+        """Hash of the bytes just before `end`, from the chunk when it has them."""
+        lo = max(0, end - identity.TAIL_BYTES)
+        if chunk is not None and lo >= chunk.base and end <= chunk.base + len(chunk.data):
+            return identity.digest(chunk.data[lo - chunk.base : end - chunk.base])
+        fd = src.fd
+        if fd is None or end <= 0:
+            return ""
+        n = min(identity.TAIL_BYTES, end)
+        try:
+            return identity.digest(os.pread(fd, n, end - n))
+        except OSError:
+            return ""
+
+    def close_all(self) -> None:
+        for src in self.sources.values():
+            src.close()
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

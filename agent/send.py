@@ -1,0 +1,331 @@
+"""Send batches to `_bulk`: retries with backoff, per-item outcomes, dead letters.
+
+A batch is done only when every document in it is indexed, already there (409 on
+create), or dead-lettered. Nothing is ever given up on: retryable failures wait with
+exponential backoff and jitter, and the log files on disk hold what cannot be sent yet.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, TransportError
+from elasticsearch import ApiError, Elasticsearch
+from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
+
+from agent import log, metrics
+from agent.batch import Batch
+from agent.config import Config, DeadLetterConfig, ElasticsearchConfig
+
+RETRYABLE_STATUS = {429, 502, 503, 504}
+_CREDENTIALS = re.compile(r"(//)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def client(cfg: ElasticsearchConfig) -> Elasticsearch:
+    kw: dict = dict(
+        hosts=cfg.hosts,
+        request_timeout=cfg.request_timeout_s,
+        http_compress=cfg.compression,
+        # The client fails over to the next host on connection errors; backoff is ours.
+        max_retries=len(cfg.hosts) - 1,
+        retry_on_timeout=len(cfg.hosts) > 1,
+        retry_on_status=(),
+    )
+    if cfg.username:
+        kw["basic_auth"] = (cfg.username, cfg.password)
+    if cfg.api_key:
+        kw["api_key"] = cfg.api_key
+    if any(h.startswith("https://") for h in cfg.hosts):
+        kw["verify_certs"] = cfg.verify_certs
+        if cfg.ca_file:
+            kw["ca_certs"] = cfg.ca_file
+        if cfg.client_cert:
+            kw["client_cert"] = cfg.client_cert
+            kw["client_key"] = cfg.client_key
+    return Elasticsearch(**kw)
+
+
+class Retry(Exception):
+    """Send again after a backoff; `cause` names why for logs and metrics."""
+
+    def __init__(self, cause: str, detail: str):
+        super().__init__(f"{cause}: {detail}")
+        self.cause = cause
+        self.detail = detail
+
+
+class PushBack:
+    """How many bulk requests may be in flight: halved when Elasticsearch pushes back
+    (429), grown by one after a run of successes, so recovering agents do not pile on."""
+
+    def __init__(self, ceiling: int):
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.active = 0
+        self.successes = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> PushBack:
+        with self._cond:
+            self._cond.wait_for(lambda: self.active < self.limit)
+            self.active += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+    def pushed_back(self) -> None:
+        with self._cond:
+            self.limit = max(1, self.limit // 2)
+            self.successes = 0
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self.successes += 1
+            if self.successes >= 10 and self.limit < self.ceiling:
+                self.limit += 1
+                self.successes = 0
+                self._cond.notify_all()
+
+
+@dataclass
+class Health:
+    """What the sender knows about Elasticsearch, for /healthz."""
+
+    refused_since: float | None = None  # auth refused or indices read-only
+    refused_reason: str = ""
+    last_success: float | None = None
+    last_error: str = ""
+
+
+class DeadLetters:
+    """Documents Elasticsearch refuses for good: kept with their error, never block the file."""
+
+    def __init__(self, es: Elasticsearch, cfg: DeadLetterConfig, state_dir: str):
+        self.es = es
+        self.cfg = cfg
+        self.file = Path(state_dir) / "dead-letter.jsonl"
+        self._lock = threading.Lock()
+
+    def put(self, items: list[tuple[bytes, dict]]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        docs = [
+            {"@timestamp": now, "error.type": err.get("type", ""), "error.message": redact(str(err.get("reason", "")))[:2000],
+             "event.original": source.decode(errors="replace")}
+            for source, err in items
+        ]
+        if self.cfg.kind == "index" and self._to_index(docs):
+            return
+        with self._lock, open(self.file, "ab") as f:
+            f.write(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+
+    def _to_index(self, docs: list[dict]) -> bool:
+        body = b"".join(b'{"index":{"_index":"%s"}}\n%s\n' % (self.cfg.index.encode(), orjson.dumps(d)) for d in docs)
+        try:
+            resp = self.es.perform_request(
+                "POST", "/_bulk", body=body, headers={"content-type": "application/json", "accept": "application/json"}
+            )
+            return not resp.body.get("errors")
+        except (ApiError, TransportError) as e:
+            log.warn("dead_letter_index_failed", "dead-letter index refused; writing to the local file instead",
+                     index=self.cfg.index, file=str(self.file), error=redact(str(e))[:300])
+            return False
+
+
+class Sender:
+    """Worker threads that take batches and return them done through `on_done`."""
+
+    def __init__(self, cfg: Config, es: Elasticsearch, on_done: Callable[[Batch], None]):
+        self.cfg = cfg
+        self.es = es
+        self.on_done = on_done
+        self.pushback = PushBack(cfg.batch.concurrency)
+        self.health = Health()
+        self.dead = DeadLetters(es, cfg.dead_letter, cfg.state_dir)
+        self.stopping = threading.Event()
+        self._queue: list[Batch] = []
+        self._cond = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sender-{i}", daemon=True) for i in range(cfg.batch.concurrency)
+        ]
+        self.in_flight = 0
+        self._setup_done = False
+        self._setup_lock = threading.Lock()
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def submit(self, batch: Batch) -> None:
+        with self._cond:
+            self._queue.append(batch)
+            self.in_flight += 1
+            self._cond.notify()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self.stopping.is_set())
+                if not self._queue:
+                    return
+                batch = self._queue.pop(0)
+            if self._deliver(batch):
+                with self._cond:
+                    self.in_flight -= 1
+                self.on_done(batch)
+
+    def _deliver(self, batch: Batch) -> bool:
+        """Send until every document is settled; False only when stopping first."""
+        jobs = _jobs_of(batch)
+        pending = [bytes(batch.body)]
+        while pending:
+            body = pending.pop()
+            for attempt in Retrying(
+                retry=retry_if_exception_type(Retry),
+                wait=wait_exponential_jitter(initial=0.25, max=30, jitter=1),
+                stop=stop_never,
+                before_sleep=self._before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    if self.stopping.is_set() and attempt.retry_state.attempt_number > 1:
+                        return False
+                    self._ensure_setup()
+                    retry_body, halves = self._send_once(body, jobs)
+                    pending.extend(halves)
+                    if retry_body:
+                        body = retry_body
+                        raise Retry("item_rejected", "some documents were refused for now (429/5xx)")
+        return True
+
+    def _ensure_setup(self) -> None:
+        """The index template goes in before the first document, so mappings are ours."""
+        if self._setup_done:
+            return
+        with self._setup_lock:
+            if self._setup_done:
+                return
+            from agent import template
+
+            try:
+                what = template.install(self.es, self.cfg.target.kind, self.cfg.target.name)
+            except (ApiError, TransportError) as e:
+                raise Retry("setup", f"installing the index template failed: {redact(str(e))[:300]}") from None
+            log.info("template", f"index template {what}", target=self.cfg.target.name)
+            self._setup_done = True
+
+    def _before_sleep(self, state) -> None:
+        exc = state.outcome.exception()
+        cause = getattr(exc, "cause", "error")
+        metrics.RETRIES.labels(cause).inc()
+        if state.attempt_number in (1, 5) or state.attempt_number % 20 == 0:
+            log.warn("bulk_retry", f"Elasticsearch not taking documents ({cause}); retrying with backoff, nothing dropped",
+                     attempt=state.attempt_number, wait_s=round(state.upcoming_sleep, 2), detail=redact(str(exc))[:300])
+
+    def _send_once(self, body: bytes, jobs: dict[bytes, str]) -> tuple[bytes, list[bytes]]:
+        """One `_bulk` request. Returns (documents to retry, halves to send separately)."""
+        t0 = time.monotonic()
+        try:
+            with self.pushback:
+                resp = self.es.perform_request(
+                    "POST", "/_bulk", body=body,
+                    headers={"content-type": "application/x-ndjson", "accept": "application/json"},
+                )
+        except ApiError as e:
+            return self._whole_request_failed(e.meta.status, e, body)
+        except (TransportConnectionError, ConnectionTimeout) as e:
+            self.health.last_error = redact(str(e))[:300]
+            raise Retry("connection", redact(str(e))[:300]) from None
+        finally:
+            metrics.BULK_SECONDS.observe(time.monotonic() - t0)
+        self.health.refused_since = None
+        self.health.last_success = time.time()
+        result = resp.body
+        if not result.get("errors"):
+            self.pushback.succeeded()
+            return b"", []
+        return self._items(body, result["items"], jobs), []
+
+    def _whole_request_failed(self, status: int, e: ApiError, body: bytes) -> tuple[bytes, list[bytes]]:
+        detail = redact(str(e))[:300]
+        self.health.last_error = detail
+        if status == 413:
+            lines = body.split(b"\n")[:-1]
+            if len(lines) > 2:
+                half = (len(lines) // 4) * 2
+                log.warn("bulk_too_large", "Elasticsearch refused the batch as too large; splitting it",
+                         docs=len(lines) // 2, hint="lower batch.max_bytes below http.max_content_length")
+                return b"", [b"\n".join(lines[:half]) + b"\n", b"\n".join(lines[half:]) + b"\n"]
+        if status in RETRYABLE_STATUS:
+            if status == 429:
+                self.pushback.pushed_back()
+            raise Retry(f"http_{status}", detail)
+        if status in (401, 403):
+            if self.health.refused_since is None:
+                self.health.refused_since = time.time()
+                log.error("es_refused", "Elasticsearch refuses our writes: check credentials, role privileges, "
+                          "or a read-only index block (disk full); retrying, nothing dropped",
+                          status=status, detail=detail)
+            self.health.refused_reason = f"http {status}: {detail[:120]}"
+            raise Retry(f"http_{status}", detail)
+        raise Retry(f"http_{status}", detail)
+
+    def _items(self, body: bytes, items: list[dict], jobs: dict[bytes, str]) -> bytes:
+        lines = body.split(b"\n")
+        retry: list[bytes] = []
+        dead: list[tuple[bytes, dict]] = []
+        dupes = 0
+        pushed_back = False
+        for i, item in enumerate(items):
+            res = next(iter(item.values()))
+            status = res.get("status", 0)
+            if status < 300:
+                continue
+            if status == 409:
+                dupes += 1
+                continue
+            action, source = lines[2 * i], lines[2 * i + 1]
+            if status == 429 or status >= 500:
+                pushed_back |= status == 429
+                retry += (action, source)
+            else:
+                dead.append((source, res.get("error", {})))
+                metrics.DEAD_LETTERED.labels(jobs.get(_fid_of(action), "")).inc()
+        if dupes:
+            metrics.DUPLICATES.inc(dupes)
+        if dead:
+            log.warn("dead_lettered", "Elasticsearch refused documents for good; kept in the dead-letter target",
+                     count=len(dead), target=self.cfg.dead_letter.kind, first_error=redact(str(dead[0][1]))[:300])
+            self.dead.put(dead)
+        if pushed_back:
+            self.pushback.pushed_back()
+        else:
+            self.pushback.succeeded()
+        return b"\n".join(retry) + b"\n" if retry else b""
+
+
+def _fid_of(action: bytes) -> bytes:
+    start = action.find(b'"_id":"') + 7
+    return action[start : action.find(b"-", start)]
+
+
+def _jobs_of(batch: Batch) -> dict[bytes, str]:
+    return {s.fid.encode(): s.job for s in batch.segments}
