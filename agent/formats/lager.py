@@ -1,0 +1,58 @@
+"""lager JSON (code.cloudfoundry.org/lager and gorouter's zap output), both generations:
+
+    {"timestamp":"1700000000.123456789","source":"rep","message":"rep.x.y","log_level":1,"data":{...}}
+    {"timestamp":"2026-11-27T23:59:00.123456789Z","level":"info","source":"garden","message":"...","data":{...}}
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from agent.formats._common import UNPARSED, data_member, from_epoch_value, key, level_member, member
+
+# lager.LogLevel: DEBUG=0, INFO=1, ERROR=2, FATAL=3 (lager/models.go).
+_INT_LEVELS = {0: "debug", 1: "info", 2: "error", 3: "fatal"}
+
+K_LOGGER = key("log.logger")
+K_ACTION = key("event.action")
+K_ERROR = key("error.message")
+K_DATA = key("cf.lager.data")
+
+
+def extract(line: bytes) -> tuple[str | None, bytes]:
+    if not line.startswith(b"{"):
+        return None, UNPARSED
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None, UNPARSED
+    if not isinstance(doc, dict) or "timestamp" not in doc:
+        return None, UNPARSED
+    ts = from_epoch_value(doc["timestamp"])
+    if ts is None:
+        return None, UNPARSED
+    parts = [_level(doc)]
+    source = doc.get("source")
+    if isinstance(source, str) and source:
+        parts.append(member(K_LOGGER, source))
+    # lager messages are dotted action names ("rep.executing-container-operation.failed"): keyword-like.
+    message = doc.get("message")
+    if isinstance(message, str) and message:
+        parts.append(member(K_ACTION, message))
+    data = doc.get("data")
+    if isinstance(data, dict) and data:
+        error = data.get("error")
+        if isinstance(error, str) and error:
+            parts.append(member(K_ERROR, error))
+        parts.append(data_member(K_DATA, data))
+    return ts, b"".join(parts)
+
+
+def _level(doc: dict) -> bytes:
+    lv = doc.get("log_level")
+    if isinstance(lv, int) and not isinstance(lv, bool):
+        return level_member(_INT_LEVELS.get(lv))
+    if isinstance(lv, str):
+        return level_member(lv)
+    lv = doc.get("level")
+    return level_member(lv) if isinstance(lv, str) else b""

@@ -1,0 +1,42 @@
+"""UAA's log4j2 lines (uaa-release jobs/uaa/templates/config/log4j2.properties.erb):
+
+    [%d{...}] uaa%X{context} - %pid [%t] .... %5p --- %c{1}: %m%n
+
+The time is written three ways across releases: "2026-11-27 23:59:00.123" (no zone: the VM's UTC),
+"2026-11-27T23:59:00.123Z" (uaa.logging_use_rfc3339) and "2026-11-27T23:59:00.123456Z".
+Stack traces follow on further lines; the default rule joins them (multiline start = this timestamp).
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent.formats._common import UNPARSED, iso_at, key, level_member, member, text
+
+_REST = re.compile(rb"\] uaa\S* - (\d{1,10}) \[([^\]\n]*)\] \.\.\.\. +([A-Za-z]+) --- ([^:\s]+): ?")
+_ACTION = re.compile(rb"[A-Za-z]+")
+
+K_PID = key("process.pid")
+K_THREAD = key("process.thread.name")
+K_LOGGER = key("log.logger")
+K_ACTION = key("event.action")
+
+
+def extract(line: bytes) -> tuple[str | None, bytes]:
+    if not line.startswith(b"["):
+        return None, UNPARSED
+    parsed = iso_at(line, 1)
+    if parsed is None:
+        return None, UNPARSED
+    ts, end = parsed
+    m = _REST.match(line, end)
+    if not m:
+        return None, UNPARSED
+    pid, thread, level, logger = m.groups()
+    parts = [level_member(level), member(K_PID, int(pid)), member(K_THREAD, text(thread)), member(K_LOGGER, text(logger))]
+    if logger == b"Audit":
+        # Audit lines start with the event type: "Audit: UserAuthenticationSuccess ('admin'): principal=..."
+        a = _ACTION.match(line, m.end())
+        if a:
+            parts.append(member(K_ACTION, a.group().decode("ascii")))
+    return ts, b"".join(parts)

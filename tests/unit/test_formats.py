@@ -1,0 +1,412 @@
+"""Format extraction against real Cloud Foundry log lines (sources named per sample)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.config import from_dict
+from agent.formats import (
+    FORMATS,
+    UNPARSED,
+    auto,
+    bosh_dns,
+    cc_nginx_access,
+    cloud_controller,
+    default_rule,
+    gorouter_access,
+    lager,
+    rfc3339,
+    uaa,
+)
+from agent.formats._common import from_epoch_value, iso_at, seconds_to_ns, unescape
+
+
+def fields(fmt: str, line: bytes) -> tuple[str | None, dict]:
+    """Run a format and decode its members the way the pipeline embeds them: inside a JSON object."""
+    ts, members = FORMATS[fmt](line)
+    doc = orjson.loads(b'{"message":"x"' + members + b"}")
+    del doc["message"]
+    return ts, doc
+
+
+# cloudfoundry/cf-networking-onboarding, http-routes/120-incoming-http-requests-pt-5.markdown (gorouter 2021).
+GOROUTER_2021 = (
+    b'APP_A_ROUTE - [2021-02-18T21:22:32.355501523Z] "GET / HTTP/1.1" 200 0 62 "-" "curl/7.54.0" '
+    b'"35.191.2.80:51628" "10.0.1.11:61002" x_forwarded_for:"142.105.202.35, 35.227.211.74, 35.191.2.80" '
+    b'x_forwarded_proto:"http" vcap_request_id:"6cb8b8de-bc85-4479-5f90-1c3a52d88d84" response_time:0.011962 '
+    b'gorouter_time:0.000467 app_id:"cabd9e08-384e-4689-b868-1ba3d5d838bf" app_index:"0" x_cf_routererror:"-" '
+    b'x_b3_traceid:"9d30688835227cf3" x_b3_spanid:"9d30688835227cf3" x_b3_parentspanid:"-" '
+    b'b3:"9d30688835227cf3-9d30688835227cf3"'
+)
+# An RTR line quoted in a public incident write-up (2019 gorouter: millisecond time with a numeric offset).
+GOROUTER_2019 = (
+    b'cf-vault-kabu.cfapps.io - [2019-08-22T09:54:04.399+0000] "PUT /v1/auth/token/roles/'
+    b'cf-7ecb3781-d8e2-4748-962d-fa798e921e95 HTTP/1.1" 204 95 0 "-" "Go-http-client/1.1" "10.10.2.116:20552" '
+    b'"10.10.149.220:61244" x_forwarded_for:"54.196.151.35, 10.10.2.116" x_forwarded_proto:"http" '
+    b'vcap_request_id:"c066efb4-d680-4ed9-6fb0-2e87d6b2f054" response_time:0.012431279 '
+    b'app_id:"35af1b55-e515-49af-b8e9-9b7677a92a86" app_index:"0" x_b3_traceid:"0b83426fd070343d" '
+    b'x_b3_spanid:"0b83426fd070343d" x_b3_parentspanid:"-" b3:"0b83426fd070343d-0b83426fd070343d"'
+)
+
+
+def test_gorouter_access_2021_line():
+    ts, f = fields("gorouter_access", GOROUTER_2021)
+    assert ts == "2021-02-18T21:22:32.355Z"
+    assert f == {
+        "url.domain": "APP_A_ROUTE",
+        "http.request.method": "GET",
+        "url.original": "/",
+        "http.version": "1.1",
+        "http.response.status_code": 200,
+        "http.request.body.bytes": 0,
+        "http.response.body.bytes": 62,
+        "user_agent.original": "curl/7.54.0",
+        "source.address": "35.191.2.80:51628",
+        "destination.address": "10.0.1.11:61002",
+        "cf.gorouter_access.x_forwarded_for": "142.105.202.35, 35.227.211.74, 35.191.2.80",
+        "url.scheme": "http",
+        "http.request.id": "6cb8b8de-bc85-4479-5f90-1c3a52d88d84",
+        "event.duration": 11_962_000,
+        "cf.gorouter_access.gorouter_time_ns": 467_000,
+        "cf.app.id": "cabd9e08-384e-4689-b868-1ba3d5d838bf",
+        "cf.app.instance_index": "0",
+        "trace.id": "9d30688835227cf3",
+        "span.id": "9d30688835227cf3",
+    }
+
+
+def test_gorouter_access_2019_line_with_offset_and_nanosecond_duration():
+    ts, f = fields("gorouter_access", GOROUTER_2019)
+    assert ts == "2019-08-22T09:54:04.399Z"
+    assert f["http.request.method"] == "PUT"
+    assert f["url.original"] == "/v1/auth/token/roles/cf-7ecb3781-d8e2-4748-962d-fa798e921e95"
+    assert f["http.response.status_code"] == 204
+    assert (f["http.request.body.bytes"], f["http.response.body.bytes"]) == (95, 0)
+    assert f["event.duration"] == 12_431_279
+    assert "cf.gorouter_access.gorouter_time_ns" not in f
+
+
+def test_gorouter_access_go_escapes_and_dashes():
+    # Values as gorouter writes them with strconv.Quote: escaped quote, \xNN byte, status "-".
+    line = (
+        b'h - [2026-11-27T23:59:00.123456789Z] "GET /a?q=\\"x\\" HTTP/1.1" "-" 0 0 "-" "ua \\xff\\u00e9" "-" "-" '
+        b'x_forwarded_for:"-" x_forwarded_proto:"-" vcap_request_id:"-" response_time:"-" gorouter_time:"-" '
+        b'app_id:"-" app_index:"-" instance_id:"-" route_service_url:"-" x_cf_routererror:"endpoint_failure"'
+    )
+    ts, f = fields("gorouter_access", line)
+    assert ts == "2026-11-27T23:59:00.123Z"
+    assert f["url.original"] == '/a?q="x"'
+    assert f["user_agent.original"] == "ua \ufffd\u00e9"
+    assert "http.response.status_code" not in f and "event.duration" not in f and "cf.app.id" not in f
+    assert f["cf.gorouter_access.router_error"] == "endpoint_failure"
+
+
+# capi-release jobs/cloud_controller_ng/spec, cc.nginx_access_log_format default:
+#   $host - [$time_local] "$request" $status $bytes_sent "$http_referer" "$http_user_agent"
+#   $proxy_add_x_forwarded_for vcap_request_id:$upstream_http_x_vcap_request_id response_time:$upstream_response_time
+# No captured line was found in public sources; this one is written to that exact format.
+CC_NGINX = (
+    b'api.sys.example.com - [27/Nov/2026:23:59:00 +0000] "GET /v3/apps?per_page=5000 HTTP/1.1" 200 1532 "-" '
+    b'"cf/8.7.10+5b7ce3c.2024-04-04 (go1.21.5; amd64 linux)" 203.0.113.7, 10.0.1.11 '
+    b"vcap_request_id:8d8bc2a0-3a6b-4c39-6f60-26d0b1b8a5e1::4f0f4f5e-8b9a-4d0b-9c7a-3d2b1e0f9a8c response_time:0.084"
+)
+
+
+def test_cc_nginx_access_line():
+    ts, f = fields("cc_nginx_access", CC_NGINX)
+    assert ts == "2026-11-27T23:59:00.000Z"
+    assert f == {
+        "url.domain": "api.sys.example.com",
+        "http.request.method": "GET",
+        "url.original": "/v3/apps?per_page=5000",
+        "http.version": "1.1",
+        "http.response.status_code": 200,
+        "http.response.bytes": 1532,
+        "user_agent.original": "cf/8.7.10+5b7ce3c.2024-04-04 (go1.21.5; amd64 linux)",
+        "source.address": "203.0.113.7",
+        "cf.cc_nginx_access.x_forwarded_for": "203.0.113.7, 10.0.1.11",
+        "http.request.id": "8d8bc2a0-3a6b-4c39-6f60-26d0b1b8a5e1::4f0f4f5e-8b9a-4d0b-9c7a-3d2b1e0f9a8c",
+        "event.duration": 84_000_000,
+    }
+
+
+def test_cc_nginx_access_local_offset_and_several_upstreams():
+    line = CC_NGINX.replace(b"+0000", b"-0500").replace(b"response_time:0.084", b"response_time:0.010, 0.002")
+    ts, f = fields("cc_nginx_access", line)
+    assert ts == "2026-11-28T04:59:00.000Z"
+    assert f["event.duration"] == 12_000_000
+
+
+# cloud_controller_ng JSON, from logsearch-for-cloudfoundry's parsing spec (epoch float timestamp).
+CC_2016 = (
+    b'{"timestamp":1458655387.3279622,"message":"Completed 200 vcap-request-id: e3d06207-b178-4dd4-7ac8-'
+    b'99eb89dbeae4::bb4989dc-d0c3-4680-84a0-e9515db0ccb8","log_level":"info","source":"cc.api","data":{},'
+    b'"thread_id":47073419309700,"fiber_id":47073422165060,"process_id":3255,"file":"/var/vcap/packages/'
+    b'cloud_controller_ng/cloud_controller_ng/middleware/request_logs.rb","lineno":23,"method":"call"}'
+)
+# From a cf-for-k8s script's documented output (CC with RFC 3339 timestamps, data.request_guid).
+CC_2020 = (
+    b'{"timestamp":"2020-08-18T05:13:26.497412807Z","message":"Started GET \\"/v2/service_usage_events\\" for user: '
+    b"usage_service_client, ip: 127.0.0.1 with vcap-request-id: 9baab644-95a9-4047-b006-7b8d10a2ad2e::1422266c-"
+    b'6695-4b75-b554-6c8ad4704e6f at 2020-08-18 05:13:26 UTC","log_level":"info","source":"cc.api","data":'
+    b'{"request_guid":"9baab644-95a9-4047-b006-7b8d10a2ad2e::1422266c-6695-4b75-b554-6c8ad4704e6f"},'
+    b'"thread_id":47334664681180,"fiber_id":47334690531200,"process_id":1,"file":"/cloud_controller_ng/'
+    b'middleware/request_logs.rb","lineno":28,"method":"call"}'
+)
+
+
+def test_cloud_controller_epoch_line():
+    ts, f = fields("cloud_controller", CC_2016)
+    assert ts == "2016-03-22T14:03:07.327Z"
+    assert f == {
+        "log.level": "info",
+        "log.logger": "cc.api",
+        "cf.cloud_controller.message": "Completed 200 vcap-request-id: e3d06207-b178-4dd4-7ac8-99eb89dbeae4"
+        "::bb4989dc-d0c3-4680-84a0-e9515db0ccb8",
+        "process.pid": 3255,
+        "process.thread.id": 47073419309700,
+        "log.origin.file.name": "/var/vcap/packages/cloud_controller_ng/cloud_controller_ng/middleware/request_logs.rb",
+        "log.origin.file.line": 23,
+        "log.origin.function": "call",
+    }
+
+
+def test_cloud_controller_rfc3339_line_with_request_guid():
+    ts, f = fields("cloud_controller", CC_2020)
+    assert ts == "2020-08-18T05:13:26.497Z"
+    assert f["http.request.id"] == "9baab644-95a9-4047-b006-7b8d10a2ad2e::1422266c-6695-4b75-b554-6c8ad4704e6f"
+    assert f["cf.cloud_controller.data"] == {"request_guid": f["http.request.id"]}
+    assert f["cf.cloud_controller.message"].startswith('Started GET "/v2/service_usage_events"')
+
+
+# diego-release docs (logging.format.timestamp), both lager generations, and a rep error from a public issue.
+REP_EPOCH = (
+    b'{"timestamp":"1522171784.100530624","source":"rep","message":"rep.started","log_level":1,'
+    b'"data":{"cell-id":"7f84c2ea-ce4a-43cc-920d-db8d8d66f58e"}}'
+)
+REP_RFC3339 = (
+    b'{"timestamp":"2018-03-26T23:57:03.5858943Z","level":"info","source":"rep","message":"rep.started",'
+    b'"data":{"cell-id":"347c58b7-0c4a-419f-8126-21e0882d6b15"}}'
+)
+REP_ERROR = (
+    b'{"timestamp":"1469141083.442837954","source":"rep","message":"rep.executing-container-operation.'
+    b"ordinary-lrp-processor.process-reserved-container.run-container.failed-creating-container\","
+    b'"log_level":2,"data":{"container-guid":"b703676b-6c00-4414-55bc-a36a1aa487d3","container-state":"reserved",'
+    b'"error":"mounting file: mounting file: exit status 2","guid":"b703676b-6c00-4414-55bc-a36a1aa487d3"}}'
+)
+
+
+def test_lager_epoch_generation():
+    ts, f = fields("lager", REP_EPOCH)
+    assert ts == "2018-03-27T17:29:44.100Z"
+    assert f == {
+        "log.level": "info",
+        "log.logger": "rep",
+        "event.action": "rep.started",
+        "cf.lager.data": {"cell-id": "7f84c2ea-ce4a-43cc-920d-db8d8d66f58e"},
+    }
+
+
+def test_lager_rfc3339_generation():
+    ts, f = fields("lager", REP_RFC3339)
+    assert ts == "2018-03-26T23:57:03.585Z"
+    assert f["log.level"] == "info" and f["event.action"] == "rep.started"
+    assert f["cf.lager.data"] == {"cell-id": "347c58b7-0c4a-419f-8126-21e0882d6b15"}
+
+
+def test_lager_error_level_and_error_message():
+    ts, f = fields("lager", REP_ERROR)
+    assert ts == "2016-07-21T22:44:43.442Z"
+    assert f["log.level"] == "error"
+    assert f["error.message"] == "mounting file: mounting file: exit status 2"
+    assert f["cf.lager.data"]["container-state"] == "reserved"
+
+
+def test_lager_float_timestamp_keeps_written_milliseconds():
+    # gorouter's zap writes a float; 1700000000.123 is 1700000000.12299990654 in binary.
+    ts, f = fields("lager", b'{"log_level":3,"timestamp":1700000000.123,"message":"gorouter.x","source":"vcap.gorouter","data":{}}')
+    assert ts == "2023-11-14T22:13:20.123Z"
+    assert f == {"log.level": "fatal", "log.logger": "vcap.gorouter", "event.action": "gorouter.x"}
+
+
+# UAA: the logsearch-for-cloudfoundry audit sample (space-separated time), and the newer RFC 3339 patterns.
+UAA_AUDIT = (
+    b"[2015-08-25 04:57:46.033] uaa - 4176 [http-bio-8080-exec-4] ....  INFO --- Audit: UserAuthenticationSuccess "
+    b"('admin'): principal=f63e0165-b85a-40d3-9ef7-78c6698ccb2c, origin=[remoteAddress=52.19.1.74, clientId=cf], "
+    b"identityZoneId=[uaa]"
+)
+
+
+def test_uaa_audit_line():
+    ts, f = fields("uaa", UAA_AUDIT)
+    assert ts == "2015-08-25T04:57:46.033Z"
+    assert f == {
+        "log.level": "info",
+        "process.pid": 4176,
+        "process.thread.name": "http-bio-8080-exec-4",
+        "log.logger": "Audit",
+        "event.action": "UserAuthenticationSuccess",
+    }
+
+
+def test_uaa_rfc3339_microseconds_and_stack_trace():
+    line = (
+        b"[2026-11-27T23:59:00.123456Z] uaa - 4567 [http-nio-8080-exec-1] .... ERROR --- UaaException: boom\n"
+        b"java.lang.IllegalStateException: boom\n\tat org.cloudfoundry.identity.uaa.X.y(X.java:1)"
+    )
+    ts, f = fields("uaa", line)
+    assert ts == "2026-11-27T23:59:00.123Z"
+    assert f["log.level"] == "error" and f["log.logger"] == "UaaException" and "event.action" not in f
+
+
+def test_uaa_default_rule_joins_stack_traces():
+    fmt, ml = default_rule("uaa/uaa.log")
+    assert fmt == "uaa" and ml is not None and ml.start
+    import re
+
+    start = re.compile(ml.start.encode())
+    assert start.match(UAA_AUDIT)
+    assert start.match(b"[2026-11-27T23:59:00.123Z] uaa - 1 [main] ....  INFO --- X: y")
+    assert not start.match(b"\tat org.cloudfoundry.identity.uaa.X.y(X.java:1)")
+    assert not start.match(b"Caused by: java.io.IOException")
+    # The rule is valid config as written.
+    from_dict({"formats": [{"glob": "uaa/uaa.log", "format": fmt, "multiline": {"start": ml.start}}]})
+
+
+# bosh-dns, from cf-networking-onboarding (bosh-utils logger, Go LstdFlags time).
+BOSH_DNS = b"[RequestLoggerHandler] 2019/10/03 20:49:43 INFO - handlers.DiscoveryHandler Request [1] [amelia.meow.] 0 160000ns"
+
+
+def test_bosh_dns_request_line():
+    ts, f = fields("bosh_dns", BOSH_DNS)
+    assert ts == "2019-10-03T20:49:43.000Z"
+    assert f == {
+        "log.level": "info",
+        "log.logger": "RequestLoggerHandler",
+        "cf.bosh_dns.handler": "handlers.DiscoveryHandler",
+        "dns.question.type": "A",
+        "dns.question.name": "amelia.meow.",
+        "dns.response_code": "NOERROR",
+        "event.duration": 160000,
+    }
+
+
+def test_bosh_dns_other_lines_and_rfc3339_logger():
+    ts, f = fields("bosh_dns", b"[main] 2019/10/03 20:49:43 ERROR - failed to load records: open x: no such file")
+    assert ts == "2019-10-03T20:49:43.000Z" and f == {"log.level": "error", "log.logger": "main"}
+    ts, f = fields("bosh_dns", b"[ForwardHandler] 2021-04-21T10:03:25Z WARN - forwarding failed")
+    assert ts == "2021-04-21T10:03:25.000Z" and f == {"log.level": "warn", "log.logger": "ForwardHandler"}
+
+
+def test_rfc3339_with_offset_and_level():
+    ts, f = fields("rfc3339", b"2026-11-28T00:59:00.123456+01:00 [error] something failed")
+    assert ts == "2026-11-27T23:59:00.123Z" and f == {"log.level": "error"}
+    ts, f = fields("rfc3339", b"2026-11-27T23:59:00Z starting up")
+    assert ts == "2026-11-27T23:59:00.000Z" and f == {}
+
+
+@pytest.mark.parametrize("fmt", sorted(set(FORMATS) - {"raw", "auto"}))
+def test_every_format_tags_garbage_unparsed(fmt):
+    assert FORMATS[fmt](b"not a log line at all") == (None, UNPARSED)
+    assert FORMATS[fmt](b"") == (None, UNPARSED)
+
+
+def test_auto_never_tags_plain_text_and_uses_what_it_finds():
+    assert auto(b"Starting nginx...") == (None, b"")
+    assert auto(b"{not json") == (None, b"")
+    assert auto(b"[not a time]") == (None, b"")
+    assert auto(b"2026-11-27T23:59:00.5Z WARN disk") == ("2026-11-27T23:59:00.500Z", b',"log.level":"warn"')
+    assert auto(REP_EPOCH)[0] == "2018-03-27T17:29:44.100Z"
+
+
+def test_impossible_dates_are_unparsed_not_errors():
+    assert FORMATS["rfc3339"](b"2026-02-30T00:00:00Z x") == (None, UNPARSED)
+    assert FORMATS["lager"](b'{"timestamp":"99999999999999","log_level":1}') == (None, UNPARSED)
+    assert FORMATS["lager"](b'{"timestamp":true}') == (None, UNPARSED)
+
+
+def test_time_helpers_are_exact():
+    assert iso_at(b"2026-01-01T00:30:00.9999-01:00") == ("2026-01-01T01:30:00.999Z", 30)
+    assert iso_at(b"2026-01-01T00:30:00+05:30")[0] == "2025-12-31T19:00:00.000Z"
+    assert from_epoch_value("1700000000.123456789") == "2023-11-14T22:13:20.123Z"
+    assert from_epoch_value(1700000000) == "2023-11-14T22:13:20.000Z"
+    assert seconds_to_ns(b"0.000000001") == 1 and seconds_to_ns(b"60") == 60_000_000_000
+    assert seconds_to_ns(b"-") is None
+    assert unescape(b"a\\tb\\\\c\\x41") == "a\tb\\cA"
+
+
+@pytest.mark.parametrize(
+    ("relpath", "fmt"),
+    [
+        ("gorouter/access.log", "gorouter_access"),
+        ("gorouter/gorouter.stdout.log", "lager"),
+        ("cloud_controller_ng/cloud_controller_ng.log", "cloud_controller"),
+        ("cloud_controller_worker/cloud_controller_worker.log", "cloud_controller"),
+        ("cloud_controller_ng/nginx-access.log", "cc_nginx_access"),
+        ("nginx_cc/nginx.access.log", "cc_nginx_access"),
+        ("uaa/uaa.log", "uaa"),
+        ("bosh-dns/bosh_dns.stdout.log", "bosh_dns"),
+        ("rep/rep.stdout.log", "lager"),
+        ("garden/garden.stdout.log", "lager"),
+        ("nginx_cc/nginx.error.log", "auto"),
+        ("some-job/whatever.log", "auto"),
+        ("/gorouter/access.log", "gorouter_access"),
+    ],
+)
+def test_default_rule(relpath, fmt):
+    got, ml = default_rule(relpath)
+    assert got == fmt and got in FORMATS
+    assert (ml is not None) == (fmt == "uaa")
+
+
+# The modules' own functions, without the registry's exception backstop: a parser bug must fail here.
+PARSERS = {
+    "auto": auto,
+    "lager": lager.extract,
+    "cloud_controller": cloud_controller.extract,
+    "cc_nginx_access": cc_nginx_access.extract,
+    "gorouter_access": gorouter_access.extract,
+    "uaa": uaa.extract,
+    "bosh_dns": bosh_dns.extract,
+    "rfc3339": rfc3339.extract,
+}
+
+
+def test_every_registered_format_is_fuzzed():
+    assert set(FORMATS) - {"raw"} == set(PARSERS)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(PARSERS)), st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_and_yield_valid_members(fmt, line):
+    ts, members = PARSERS[fmt](line)
+    assert ts is None or (len(ts) == 24 and ts.endswith("Z"))
+    orjson.loads(b'{"a":1' + members + b"}")
+
+
+# Mutations of real lines reach deep into each parser, where pure random bytes would stop at the first check.
+_REAL = [GOROUTER_2021, GOROUTER_2019, CC_NGINX, CC_2016, CC_2020, REP_EPOCH, REP_RFC3339, REP_ERROR, UAA_AUDIT, BOSH_DNS]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(PARSERS)), st.sampled_from(_REAL), st.integers(0, 400), st.binary(max_size=8))
+def test_mutated_real_lines_never_raise(fmt, base, at, junk):
+    at = min(at, len(base))
+    line = base[:at] + junk + base[at + len(junk) :]
+    ts, members = PARSERS[fmt](line)
+    orjson.loads(b'{"a":1' + members + b"}")
+    assert ts is None or ts.endswith("Z")
+
+
+@pytest.mark.parametrize("fmt", ["lager", "cloud_controller"])
+def test_data_too_deep_for_flattened_is_dropped_but_line_kept(fmt):
+    deep = b'{"a":' * 21 + b"1" + b"}" * 21
+    line = b'{"timestamp":"1700000000.5","log_level":"info","data":' + deep + b"}"
+    ts, f = fields(fmt, line)
+    assert ts == "2023-11-14T22:13:20.500Z" and not any(k.endswith(".data") for k in f)
+    ok = b'{"a":' * 19 + b"1" + b"}" * 19
+    ts, f = fields(fmt, line.replace(deep, ok))
+    assert any(k.endswith(".data") for k in f)
