@@ -29,3 +29,4 @@ def es(es_node) -> Elasticsearch:
 def index_name() -> str:
     """A fresh target index per test, so tests never see each other's documents."""
     return f"logs-test-{uuid.uuid4().hex[:10]}"
+from tests.support.fixtures import *  # noqa: E402,F401,F403
