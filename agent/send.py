@@ -7,6 +7,7 @@ exponential backoff and jitter, and the log files on disk hold what cannot be se
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -187,7 +188,13 @@ class Sender:
                 if not self._queue:
                     return
                 batch = self._queue.pop(0)
-            if self._deliver(batch):
+            try:
+                delivered = self._deliver(batch)
+            except Exception as e:  # a bug: exit and let monit restart us; offsets on disk are safe
+                log.error("sender_crashed", "internal error while sending; exiting so the job restarts",
+                          error=f"{type(e).__name__}: {redact(str(e))[:300]}")
+                os._exit(70)
+            if delivered:
                 with self._cond:
                     self.in_flight -= 1
                 self.on_done(batch)
