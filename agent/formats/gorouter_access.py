@@ -14,11 +14,12 @@ import re
 
 from agent.formats._common import UNPARSED, ISO_RE, iso_match, key, member, seconds_to_ns, unescape
 
-_Q = rb'"((?:[^"\\]|\\.)*)"'
+# A Go-quoted string, written as an unrolled loop: much faster in `re` than an alternation per byte.
+_Q = rb'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _HEAD = re.compile(
     rb"(\S*) - \[([^\]]*)\] " + _Q + rb' (\d{3}|"-") (\d+) (\d+) ' + _Q + b" " + _Q + b" " + _Q + b" " + _Q, re.S
 )
-_KV = re.compile(rb' ?([a-z0-9_]+):("(?:[^"\\]|\\.)*"|[^ "]*)', re.S)
+_KV = re.compile(rb' ?([a-z0-9_]+):("[^"\\]*(?:\\.[^"\\]*)*"|[^ "]*)', re.S)
 
 K_DOMAIN = key("url.domain")
 K_METHOD = key("http.request.method")
