@@ -12,6 +12,7 @@ from collections import deque
 from agent import metrics, registry
 from agent.batch import Batch, Segment
 from agent.registry import Entry
+from agent.volume import Volume
 
 
 class Acker:
@@ -21,6 +22,7 @@ class Acker:
         self.forget_after_s = forget_after_s
         self.pending: dict[str, deque[Segment]] = {}
         self.dirty = True
+        self.volume = Volume(state_dir)
 
     def track(self, batch: Batch) -> None:
         """Called in reading order, before the batch is sent."""
@@ -33,6 +35,8 @@ class Acker:
             seg.done = True
             metrics.LINES_ACKED.labels(seg.job).inc(seg.lines)
             metrics.BYTES_ACKED.labels(seg.job).inc(seg.bytes)
+            if seg.lines:
+                self.volume.add(seg.job, seg.lines, seg.bytes, now)
         for fid in {s.fid for s in batch.segments}:
             self._advance(fid, now)
 
@@ -61,3 +65,4 @@ class Acker:
         if self.dirty or force:
             metrics.REGISTRY_WRITE_SECONDS.observe(registry.save(self.state_dir, self.entries, self.forget_after_s))
             self.dirty = False
+        self.volume.save()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 
 import click
+import orjson
 
 from agent import __version__
 from agent.config import Config, ConfigError, load
@@ -49,10 +52,131 @@ def run(config_path: str) -> None:
 
     from agent.pipeline import Agent
 
-    agent = Agent(_load(config_path))
+    cfg = _load(config_path)
+    try:
+        agent = Agent(cfg)
+    except OSError as e:
+        if e.filename is None:  # the health endpoint could not listen
+            raise click.ClickException(
+                f"health.port: cannot listen on {cfg.health.host}:{cfg.health.port} ({e.strerror}); "
+                "pick a free port or set health.enabled false") from None
+        raise click.ClickException(f"{e.filename}: {e.strerror}") from None
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.run()
+
+
+def _offset_rows(cfg: Config) -> list:
+    from agent import offsets, registry
+    from agent.discover import Discovery
+
+    entries = registry.load(cfg.state_dir) if os.path.exists(registry.path_in(cfg.state_dir)) else {}
+    disc = Discovery(cfg.inputs, threading.Event())
+    return offsets.view(list(entries.values()), disc.scan() if os.path.isdir(cfg.inputs.root) else [])
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def offsets(config_path: str, as_json: bool) -> None:
+    """Per file: size, committed offset, lag, age of the oldest unshipped byte, bytes lost.
+
+    Read from the registry and the file system, so it works with the agent stopped."""
+    from agent.offsets import table
+
+    rows = _offset_rows(_load(config_path))
+    if as_json:
+        click.echo(orjson.dumps([r.as_dict() for r in rows]).decode())
+    else:
+        click.echo(table(rows))
+
+
+@main.command()
+@CONFIG_OPTION
+def check(config_path: str) -> None:
+    """Exit 0 when healthy, 1 with reasons otherwise (for monit or any health checker).
+
+    Asks the running agent's /healthz; with the agent down, applies the same rules to the
+    registry and the files."""
+    cfg = _load(config_path)
+    reasons = _ask_agent(cfg)
+    if reasons is None:
+        from agent import health
+
+        reasons = health.problems(cfg.health, _offset_rows(cfg))
+    if reasons:
+        for r in reasons:
+            click.echo(f"unhealthy: {r}", err=True)
+        sys.exit(1)
+    click.echo("healthy")
+
+
+def _ask_agent(cfg: Config) -> list[str] | None:
+    import urllib.error
+    import urllib.request
+
+    if not cfg.health.enabled:
+        return None
+    url = f"http://{cfg.health.host}:{cfg.health.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return orjson.loads(r.read())["reasons"]
+    except urllib.error.HTTPError as e:
+        return orjson.loads(e.read())["reasons"]
+    except OSError:
+        return None
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--window", default="24h", show_default=True, help="How far back: e.g. 1h, 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def volume(config_path: str, window: str, as_json: bool) -> None:
+    """Top producers by bytes shipped, with their share and, given price_per_gib, a cost."""
+    from dataclasses import asdict
+
+    from agent import volume as vol
+
+    cfg = _load(config_path)
+    try:
+        seconds = float(window[:-1]) * {"h": 3600, "d": 86400, "m": 60}[window[-1]]
+    except (KeyError, ValueError):
+        raise click.BadParameter("use a number with m, h or d, e.g. 24h", param_hint="--window") from None
+    rows = vol.top(vol.load(cfg.state_dir), seconds, cfg.price_per_gib)
+    where = {"deployment": cfg.bosh.deployment, "instance_group": cfg.bosh.instance_group, "window": window}
+    if as_json:
+        click.echo(orjson.dumps({**where, "producers": [asdict(r) for r in rows]}).decode())
+        return
+    click.echo(f"deployment {where['deployment'] or '-'}, instance group {where['instance_group'] or '-'}, last {window}")
+    click.echo(f"{'JOB':<32} {'LINES':>12} {'BYTES':>14} {'SHARE':>7} {'COST':>10}")
+    for r in rows:
+        cost = f"{r.cost:.4f}" if r.cost is not None else "-"
+        click.echo(f"{r.job or '(outside root)':<32} {r.lines:>12} {r.bytes:>14} {r.share:>7.1%} {cost:>10}")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--kibana", "kibana_url", default=None, help="Also import the saved objects into this Kibana.")
+def setup(config_path: str, kibana_url: str | None) -> None:
+    """Install the index template (and lifecycle where the cluster has one); optionally Kibana objects."""
+    from agent import send, template
+
+    cfg = _load(config_path)
+    es = send.client(cfg.elasticsearch)
+    try:
+        click.echo(template.install(es, cfg.target.kind, cfg.target.name))
+    except Exception as e:  # noqa: BLE001 - any client error becomes one operator-readable line
+        raise click.ClickException(f"setup failed: {send.redact(str(e))[:300]}") from None
+    if kibana_url:
+        from agent import kibana
+
+        try:
+            result = kibana.import_objects(kibana_url, username=cfg.elasticsearch.username,
+                                           password=cfg.elasticsearch.password, api_key=cfg.elasticsearch.api_key,
+                                           ca_file=cfg.elasticsearch.ca_file)
+        except kibana.KibanaImportError as e:
+            raise click.ClickException(f"kibana import failed: {e}") from None
+        click.echo(f"kibana: imported {result.get('successCount', 0)} saved objects")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 LINES_READ = Counter("log_shipper_lines_read", "Events read from log files", ["job"], registry=REGISTRY)
-BYTES_READ = Counter("log_shipper_bytes_read", "Message bytes read from log files", ["job"], registry=REGISTRY)
+BYTES_READ = Counter("log_shipper_bytes_read", "File bytes (newlines included) read from log files", ["job"], registry=REGISTRY)
 LINES_ACKED = Counter("log_shipper_lines_acked", "Events acknowledged by Elasticsearch", ["job"], registry=REGISTRY)
-BYTES_ACKED = Counter("log_shipper_bytes_acked", "Message bytes acknowledged by Elasticsearch", ["job"], registry=REGISTRY)
+BYTES_ACKED = Counter("log_shipper_bytes_acked", "File bytes (newlines included) acknowledged by Elasticsearch", ["job"], registry=REGISTRY)
 DEAD_LETTERED = Counter("log_shipper_dead_lettered", "Documents Elasticsearch refused for good", ["job"], registry=REGISTRY)
 DUPLICATES = Counter("log_shipper_duplicates", "Replayed documents Elasticsearch already had (409)", registry=REGISTRY)
 LOST_BYTES = Counter("log_shipper_lost_bytes", "Bytes rotated away before they were read", ["job"], registry=REGISTRY)

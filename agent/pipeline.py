@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 
-from agent import __version__, encode, log, metrics, registry, send
+from agent import __version__, encode, health, log, metrics, offsets, registry, send
 from agent.ack import Acker
 from agent.batch import Batch, Budget
 from agent.config import Config, FormatRule, MultilineConfig
@@ -64,6 +64,16 @@ class Agent:
              "bosh.instance.index": cfg.bosh.index, "bosh.instance.id": cfg.bosh.id, "bosh.instance.az": cfg.bosh.az},
         )
         metrics.INFLIGHT_LIMIT.set(cfg.batch.max_inflight_bytes)
+        self.started_at = time.time()
+        self.health = health.HealthServer(cfg.health, self.offsets, self.problems) if cfg.health.enabled else None
+
+    def offsets(self) -> list[offsets.FileOffset]:
+        return offsets.view(list(self.entries.values()))
+
+    def problems(self) -> list[str]:
+        sh = self.sender.health
+        stuck = time.time() - (sh.last_success or self.started_at) if self.sender.in_flight else 0.0
+        return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck)
 
     # -- per-file choices -------------------------------------------------------------
 
@@ -95,6 +105,8 @@ class Agent:
         log.info("start", "log-shipper starting", version=__version__, root=self.cfg.inputs.root,
                  hosts=[send.redact(h) for h in self.cfg.elasticsearch.hosts], target=self.cfg.target.name,
                  known_files=len(self.entries))
+        if self.health is not None:
+            self.health.start()
         self.discovery.start()
         self.reader.start(self.discovery.scan())
         self.sender.start()
@@ -172,16 +184,19 @@ class Agent:
             if not batch.docs:
                 batch.started = time.monotonic()
             before = len(batch.body)
-            nbytes = self._encoder(src).encode(frames, read_time, batch.body)
+            self._encoder(src).encode(frames, read_time, batch.body)
             grown = len(batch.body) - before
             self.budget.take(grown)
             batch.budgeted += grown
             batch.docs += len(frames)
             seg.lines += len(frames)
-            seg.bytes += nbytes
             metrics.LINES_READ.labels(job).inc(len(frames))
-            metrics.BYTES_READ.labels(job).inc(nbytes)
         end = src.framer.committable
+        if end > src.counted_to:
+            # File bytes, newlines included, so volume figures add up to file sizes.
+            seg.bytes += end - src.counted_to
+            metrics.BYTES_READ.labels(job).inc(end - src.counted_to)
+            src.counted_to = end
         if end != seg.end:
             seg.end = end
             seg.tail = self.reader.tail_of(src, chunk, end)
@@ -223,4 +238,6 @@ class Agent:
         self.sender.stop()
         self.discovery.stop()
         self.reader.close_all()
+        if self.health is not None:
+            self.health.stop()
         log.info("stop", "log-shipper stopped; offsets saved", unacknowledged_batches=self.sender.in_flight)

@@ -41,6 +41,11 @@ class Source:
     size: int = 0
     last_data_at: float = field(default_factory=time.monotonic)
     reading_from: str = ""  # the path actually read, if not `path`
+    counted_to: int = -1  # file bytes up to here are counted in volume metrics
+
+    def __post_init__(self) -> None:
+        if self.counted_to < 0:
+            self.counted_to = self.framer.committable
 
     @property
     def pos(self) -> int:

@@ -1,0 +1,102 @@
+"""Health rules, and the local HTTP endpoint: /healthz, /offsets, /metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from agent import metrics
+from agent.config import HealthConfig
+from agent.offsets import FileOffset
+
+
+def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | None = None,
+             refused_reason: str = "", stuck_for: float = 0.0, now: float | None = None) -> list[str]:
+    """Why the agent is unhealthy; empty when healthy. Each reason says what to look at."""
+    now = time.time() if now is None else now
+    out = []
+    behind = [f for f in files if f.lag_bytes and f.oldest_unshipped_age_s > cfg.max_lag_age_s]
+    if behind:
+        worst = max(behind, key=lambda f: f.oldest_unshipped_age_s)
+        out.append(f"{len(behind)} file(s) behind by more than {cfg.max_lag_age_s:.0f}s; worst {worst.path}: "
+                   f"{worst.lag_bytes} bytes unshipped for {worst.oldest_unshipped_age_s:.0f}s")
+    lost = [f for f in files if f.lost_bytes and f.lost_age_s is not None and f.lost_age_s <= cfg.lost_window_s]
+    if lost:
+        out.append(f"{sum(f.lost_bytes for f in lost)} bytes rotated away unread in the last "
+                   f"{cfg.lost_window_s:.0f}s ({', '.join(sorted({f.path for f in lost}))})")
+    if refused_since is not None and now - refused_since > cfg.refused_for_s:
+        out.append(f"Elasticsearch has refused writes for {now - refused_since:.0f}s: {refused_reason}")
+    if stuck_for > cfg.max_lag_age_s:
+        out.append(f"no bulk request has succeeded for {stuck_for:.0f}s while documents wait")
+    return out
+
+
+class _LagCollector:
+    """Per-file lag, computed when Prometheus scrapes rather than on every read."""
+
+    def __init__(self) -> None:
+        self.files: Callable[[], list[FileOffset]] = list
+
+    def collect(self):
+        lag = GaugeMetricFamily("log_shipper_file_lag_bytes", "Bytes not yet acknowledged", labels=["path"])
+        age = GaugeMetricFamily("log_shipper_file_oldest_unshipped_seconds", "Age of the oldest unshipped byte",
+                                labels=["path"])
+        for f in self.files():
+            lag.add_metric([f.path], f.lag_bytes)
+            age.add_metric([f.path], f.oldest_unshipped_age_s)
+        yield lag
+        yield age
+
+
+_LAG = _LagCollector()
+metrics.REGISTRY.register(_LAG)
+
+
+class HealthServer:
+    def __init__(self, cfg: HealthConfig, files: Callable[[], list[FileOffset]], reasons: Callable[[], list[str]]):
+        self.cfg = cfg
+        self.files = files
+        self.reasons = reasons
+        _LAG.files = files
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    why = server.reasons()
+                    body = orjson.dumps({"healthy": not why, "reasons": why})
+                    self._send(503 if why else 200, "application/json", body)
+                elif path == "/offsets":
+                    self._send(200, "application/json", orjson.dumps([f.as_dict() for f in server.files()]))
+                elif path == "/metrics":
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY))
+                else:
+                    self._send(404, "text/plain", b"try /healthz, /offsets or /metrics\n")
+
+            def _send(self, status: int, ctype: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # keep the agent's log for operators' events
+                pass
+
+        self.httpd = ThreadingHTTPServer((cfg.host, cfg.port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

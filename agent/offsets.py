@@ -1,0 +1,84 @@
+"""Per-file read positions as operators see them: from the registry and the file system.
+
+Works with the agent stopped (reads registry.json) or running (its live entries)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from agent import identity
+from agent.identity import Head
+from agent.registry import Entry
+
+
+@dataclass
+class FileOffset:
+    path: str
+    fid: str
+    state: str  # live: at its path; rotated: only in a copy or deleted; untracked: not read yet
+    size: int
+    offset: int
+    lag_bytes: int
+    oldest_unshipped_age_s: float
+    last_ack_age_s: float | None
+    lost_bytes: int
+    lost_age_s: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _current_size(e: Entry) -> tuple[str, int]:
+    """The live file's size if the file at the entry's path is still this one."""
+    try:
+        fd = os.open(e.path, os.O_RDONLY)
+    except OSError:
+        return "rotated", e.size
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (e.dev, e.ino) and identity.head_matches(fd, Head(e.head_len, e.head_hash)):
+            return "live", st.st_size
+        return "rotated", e.size
+    finally:
+        os.close(fd)
+
+
+def view(entries: list[Entry], untracked: list[str] = (), now: float | None = None) -> list[FileOffset]:
+    now = time.time() if now is None else now
+    out = []
+    for e in entries:
+        if e.gone and e.offset >= e.size and not e.lost_bytes:
+            continue
+        state, size = ("rotated", e.size) if e.gone else _current_size(e)
+        lag = max(0, size - e.offset)
+        out.append(FileOffset(
+            path=e.path, fid=e.fid, state=state, size=size, offset=e.offset, lag_bytes=lag,
+            oldest_unshipped_age_s=round(now - e.caught_up_at, 1) if lag and e.caught_up_at else 0.0,
+            last_ack_age_s=round(now - e.updated_at, 1) if e.updated_at else None,
+            lost_bytes=e.lost_bytes, lost_age_s=round(now - e.lost_at, 1) if e.lost_bytes else None,
+        ))
+    known = {e.path for e in entries if not e.gone}
+    for path in untracked:
+        if path in known:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_size == 0:
+            continue
+        # Never read: every byte is unshipped; the file's change time bounds the oldest one.
+        out.append(FileOffset(path, "", "untracked", st.st_size, 0, st.st_size, round(now - st.st_ctime, 1),
+                              None, 0, None))
+    return sorted(out, key=lambda f: f.path)
+
+
+def table(rows: list[FileOffset]) -> str:
+    head = f"{'PATH':<60} {'STATE':<9} {'SIZE':>12} {'OFFSET':>12} {'LAG':>10} {'AGE_S':>8} {'LOST':>8}"
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r.path:<60} {r.state:<9} {r.size:>12} {r.offset:>12} {r.lag_bytes:>10} "
+                     f"{r.oldest_unshipped_age_s:>8.1f} {r.lost_bytes:>8}")
+    return "\n".join(lines)
