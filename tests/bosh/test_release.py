@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,8 @@ def test_packaging_fails_when_a_dependency_wheel_is_missing(tmp_path, wheels):
 def assembled(tmp_path_factory, wheels) -> Path:
     """The release directory as `make release` assembles it, from the prebuilt wheels."""
     out = tmp_path_factory.mktemp("release") / "log-shipper-release"
-    env = dict(os.environ, RELEASE_DIR=str(out), WHEELS_DIR=str(wheels), PATH="/usr/bin:/bin")
+    # PATH without a bosh CLI, as on this machine; PYTHON: whichever venv runs the tests.
+    env = dict(os.environ, RELEASE_DIR=str(out), WHEELS_DIR=str(wheels), PATH="/usr/bin:/bin", PYTHON=sys.executable)
     result = subprocess.run(["bash", str(RELEASE / "scripts/make-release.sh")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
