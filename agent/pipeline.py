@@ -72,7 +72,8 @@ class Agent:
 
     def problems(self) -> list[str]:
         sh = self.sender.health
-        stuck = time.time() - (sh.last_success or self.started_at) if self.sender.in_flight else 0.0
+        since = max(sh.last_success or 0.0, self.sender.waiting_since)
+        stuck = time.time() - since if self.sender.in_flight else 0.0
         return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck)
 
     # -- per-file choices -------------------------------------------------------------

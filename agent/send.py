@@ -163,6 +163,7 @@ class Sender:
             threading.Thread(target=self._work, name=f"sender-{i}", daemon=True) for i in range(cfg.batch.concurrency)
         ]
         self.in_flight = 0
+        self.waiting_since = 0.0  # when in_flight last rose from zero
         self._setup_done = False
         self._setup_lock = threading.Lock()
 
@@ -173,6 +174,8 @@ class Sender:
     def submit(self, batch: Batch) -> None:
         with self._cond:
             self._queue.append(batch)
+            if not self.in_flight:
+                self.waiting_since = time.time()
             self.in_flight += 1
             self._cond.notify()
 
