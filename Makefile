@@ -24,7 +24,7 @@ test: deps
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 run: deps
-	$(PY) -m agent.demo
+	$(PY) -m tests.support.demo
 
 bench: deps
 	$(PY) -m tests.bench.run

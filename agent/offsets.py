@@ -76,9 +76,9 @@ def view(entries: list[Entry], untracked: list[str] = (), now: float | None = No
 
 
 def table(rows: list[FileOffset]) -> str:
-    head = f"{'PATH':<60} {'STATE':<9} {'SIZE':>12} {'OFFSET':>12} {'LAG':>10} {'AGE_S':>8} {'LOST':>8}"
-    lines = [head]
+    w = max([4, *(len(r.path) for r in rows)])
+    lines = [f"{'PATH':<{w}} {'STATE':<9} {'SIZE':>12} {'OFFSET':>12} {'LAG':>10} {'AGE_S':>8} {'LOST':>8}"]
     for r in rows:
-        lines.append(f"{r.path:<60} {r.state:<9} {r.size:>12} {r.offset:>12} {r.lag_bytes:>10} "
+        lines.append(f"{r.path:<{w}} {r.state:<9} {r.size:>12} {r.offset:>12} {r.lag_bytes:>10} "
                      f"{r.oldest_unshipped_age_s:>8.1f} {r.lost_bytes:>8}")
     return "\n".join(lines)
