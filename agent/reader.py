@@ -78,6 +78,7 @@ class Reader:
         self.empty: set[str] = set()  # live paths with no bytes yet: no identity until they have one
         self.unreadable: dict[str, str] = {}  # path -> error, retried on every rescan
         self.active: set[str] = set()  # fids that may have unread bytes
+        self._since: dict[str, float] = {}  # live path -> last write of the newest rotated generation read
         self._full_warned = False
         # Events flushed out of band (a partial line whose rest was rotated away).
         self.pending_frames: list[tuple[Source, Frames]] = []
@@ -90,7 +91,9 @@ class Reader:
         matched = set(self.sources)
         for entry in list(self.entries.values()):
             if entry.fid not in matched and not entry.gone:
-                self._resume_orphan(entry)
+                copy = self._resume_orphan(entry)
+                if copy is not None:
+                    self._unseen_copies(entry.path, _mtime(copy.reading_from))
 
     def sync(self, paths: list[str]) -> None:
         """A full rescan: every matching path, plus a look at every open live file."""
@@ -186,13 +189,14 @@ class Reader:
 
     # -- rotation ---------------------------------------------------------------------
 
-    def _resume_orphan(self, entry: Entry) -> None:
+    def _resume_orphan(self, entry: Entry) -> Source | None:
         """A registry entry whose file is no longer at its path: find its copy, or count the loss."""
         src = self._open_copy(entry.fid, entry.path, Head(entry.head_len, entry.head_hash), entry.offset,
                               lambda: self.make_framer(entry.path, entry.offset))
         if src is None:
             self._lost(entry, max(0, entry.size - entry.offset))
             entry.gone = True
+        return src
 
     def _truncated(self, src: Source) -> None:
         """copytruncate: the old content continues in a rotated copy; the live file starts anew."""
@@ -212,6 +216,46 @@ class Reader:
         else:
             src.close()
         self._open_live(path)
+        if copy is not None:
+            self._unseen_copies(path, _mtime(copy.reading_from))
+
+    def _unseen_copies(self, path: str, since: float) -> None:
+        """Rotated copies no entry knows, written to after `since` (the last write of a generation
+        we know): whole generations that came and went while the reader was behind or stopped.
+        Each is read from its start. Called after the live file is open, so every generation
+        before the live one is a copy by now; copies older than `since` predate our knowledge."""
+        # Also back to the generation before: one that was still empty when its predecessor was
+        # rotated, then filled and rotated before we looked again, is newer than that one only.
+        since, self._since[path] = min(since, self._since.get(path, since)), since
+        directory, base = os.path.split(path)
+        try:
+            names = [n for n in os.listdir(directory) if n != base and n.startswith(base)]
+        except OSError:
+            return
+        known = [Head(e.head_len, e.head_hash) for e in self.entries.values() if e.path == path]
+        for name in sorted(names, key=lambda n: n.endswith(".gz")):  # plain first, as in _open_copy
+            cand = os.path.join(directory, name)
+            if _mtime(cand) < since:
+                continue
+            head = identity.path_head(cand, identity.HEAD_BYTES)
+            if not head or any(Head.of(head[: h.length]) == h for h in known):
+                continue
+            try:
+                st = os.stat(cand)
+            except OSError:
+                continue
+            entry = self._new_entry(path, st, head)
+            src = self._try_copy(entry.fid, path, cand, Head.of(head), 0, lambda: self.make_framer(path, 0))
+            if src is None:
+                del self.entries[entry.fid]
+                continue
+            if src.gz is not None:
+                entry.size = 0  # uncompressed size: learnt while reading
+            known.append(Head.of(head))
+            self.sources[entry.fid] = src
+            self.active.add(entry.fid)
+            log.info("rotated_unseen", "reading a rotated copy whose file was never seen live",
+                     path=path, copy=cand)
 
     def _open_copy(self, fid: str, path: str, head: Head, offset: int, framer: Callable[[], Framer]) -> Source | None:
         directory, base = os.path.split(path)
@@ -279,7 +323,10 @@ class Reader:
             st = os.fstat(src.fd)
         except OSError:
             return None
-        if st.st_size < src.pos or (st.st_size > src.size and src.live and not self._head_ok(src)):
+        # The head is checked on every read of a live file, not only when it grows past the
+        # size last seen: truncated and rewritten up to anywhere between our position and that
+        # size (a reader that is behind), the file would otherwise be read on at the old offset.
+        if st.st_size < src.pos or (src.live and not self._head_ok(src)):
             if src.live:
                 self._truncated(src)
             return None
@@ -294,6 +341,9 @@ class Reader:
         except OSError as e:
             if e.errno != errno.EINTR:
                 log.warn("read_failed", "reading a log file failed; will retry", path=src.path, error=e.strerror)
+            return None
+        if data and src.live and not self._head_ok(src):
+            self._truncated(src)  # truncated between the check and the read: the data may be new content
             return None
         if data:
             src.last_data_at = time.monotonic()
@@ -322,8 +372,10 @@ class Reader:
         """A small file's fingerprint grows with it, up to HEAD_BYTES."""
         e = self.entries[src.fid]
         if e.head_len < identity.HEAD_BYTES and src.size > e.head_len and src.live:
-            h = Head.of(identity.read_head(src.fd))
-            e.head_len, e.head_hash = h.length, h.hash
+            head = identity.read_head(src.fd)
+            if Head.of(head[: e.head_len]) == Head(e.head_len, e.head_hash):  # not rewritten meanwhile
+                h = Head.of(head)
+                e.head_len, e.head_hash = h.length, h.hash
 
     def at_end(self, src: Source, now: float) -> Frames | None:
         """Called when `src` has nothing more to read now: idle flushes and closing."""
