@@ -34,8 +34,13 @@ class Head:
 
 
 def new_fid(dev: int, ino: int, head: bytes) -> str:
-    """Deterministic, so a replay after a lost registry yields the same document ids."""
-    return digest(b"%d:%d:" % (dev, ino) + head)
+    """Deterministic, so a replay after a lost registry yields the same document ids.
+
+    Only the first line counts (capped at HEAD_BYTES): the head of a young file grows with
+    it, so an agent killed before saving a new file's entry would otherwise derive another
+    fid after restart, and index that file's lines a second time under new ids."""
+    nl = head.find(b"\n")
+    return digest(b"%d:%d:" % (dev, ino) + (head[: nl + 1] if nl >= 0 else head))
 
 
 def read_head(fd: int) -> bytes:

@@ -180,7 +180,7 @@ class Reader:
     def _new_entry(self, path: str, st: os.stat_result, head: bytes, salt: bool = False) -> Entry:
         fid = identity.new_fid(st.st_dev, st.st_ino, head)
         if salt or fid in self.entries:
-            fid = identity.new_fid(st.st_dev, st.st_ino, head + b"%d" % time.time_ns())
+            fid = identity.digest(b"%s:%d" % (fid.encode(), time.time_ns()))
         h = Head.of(head)
         now = time.time()
         entry = Entry(fid, path, st.st_dev, st.st_ino, h.length, h.hash, size=st.st_size, updated_at=now, caught_up_at=now)
@@ -219,6 +219,22 @@ class Reader:
         if copy is not None:
             self._unseen_copies(path, _mtime(copy.reading_from))
 
+    def _truncated_away(self, src: Source, since: float) -> None:
+        """A file renamed away after it was truncated and rewritten under us (copytruncate, then
+        a rename rotation before we looked): its old content continues in a copy, and what it
+        holds now is a generation of its own, read from its start like any copy never seen live."""
+        entry = self.entries[src.fid]
+        copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos, lambda: src.framer)
+        src.close()
+        if copy is None:
+            self._lost(entry, max(0, src.size - src.pos))
+            frames = src.framer.flush()
+            if len(frames):
+                self.pending_frames.append((src, frames))
+            entry.gone = True
+            self.sources.pop(src.fid, None)
+        self._unseen_copies(src.path, since)
+
     def _unseen_copies(self, path: str, since: float) -> None:
         """Rotated copies no entry knows, written to after `since` (the last write of a generation
         we know): whole generations that came and went while the reader was behind or stopped.
@@ -244,13 +260,17 @@ class Reader:
                 st = os.stat(cand)
             except OSError:
                 continue
+            size = 0 if cand.endswith(".gz") else st.st_size  # a gzip's uncompressed size is learnt while reading
+            try:  # copytruncate: the generation was written under the live file's inode, and
+                st = os.stat(path)  # a killed agent that saw it there derived its fid from that
+            except OSError:
+                pass
             entry = self._new_entry(path, st, head)
+            entry.size = size
             src = self._try_copy(entry.fid, path, cand, Head.of(head), 0, lambda: self.make_framer(path, 0))
             if src is None:
                 del self.entries[entry.fid]
                 continue
-            if src.gz is not None:
-                entry.size = 0  # uncompressed size: learnt while reading
             known.append(Head.of(head))
             self.sources[entry.fid] = src
             self.active.add(entry.fid)
@@ -326,9 +346,11 @@ class Reader:
         # The head is checked on every read of a live file, not only when it grows past the
         # size last seen: truncated and rewritten up to anywhere between our position and that
         # size (a reader that is behind), the file would otherwise be read on at the old offset.
-        if st.st_size < src.pos or (src.live and not self._head_ok(src)):
+        if st.st_size < src.pos or (not src.final and not self._head_ok(src)):
             if src.live:
                 self._truncated(src)
+            elif not src.final:
+                self._truncated_away(src, st.st_mtime)
             return None
         if st.st_size > src.size:
             src.size = st.st_size
