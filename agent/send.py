@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, TransportError
+from elastic_transport import ConnectionTimeout, TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
@@ -31,6 +31,16 @@ _CREDENTIALS = re.compile(r"(//)[^/@\s]+@")
 
 def redact(text: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def describe(e: BaseException) -> str:
+    """What went wrong, for logs: transport errors name their root cause (str() of a TlsError
+    is only "TLS error"), credentials in URLs are masked, and the text is kept short."""
+    text = str(e)
+    if isinstance(e, TransportError):
+        root = e.errors[0] if e.errors else e.__cause__
+        text = f"{type(e).__name__}: {root if root is not None else e.message}"
+    return redact(text)[:300]
 
 
 def client(cfg: ElasticsearchConfig) -> Elasticsearch:
@@ -110,6 +120,7 @@ class Health:
     refused_reason: str = ""
     last_success: float | None = None
     last_error: str = ""
+    tls_failing: bool = False
 
 
 class DeadLetters:
@@ -205,7 +216,9 @@ class Sender:
     def _deliver(self, batch: Batch) -> bool:
         """Send until every document is settled; False only when stopping first."""
         jobs = _jobs_of(batch)
+        # One copy of the documents while sending, not two: the budget still counts them.
         pending = [bytes(batch.body)]
+        batch.body = bytearray()
         while pending:
             body = pending.pop()
             for attempt in Retrying(
@@ -237,8 +250,16 @@ class Sender:
 
             try:
                 what = template.install(self.es, self.cfg.target.kind, self.cfg.target.name)
-            except (ApiError, TransportError) as e:
-                raise Retry("setup", f"installing the index template failed: {redact(str(e))[:300]}") from None
+            except ApiError as e:
+                detail = f"installing the index template failed: {describe(e)}"
+                if e.meta.status in (401, 403):
+                    self._refused(e.meta.status, detail)
+                raise Retry("setup", detail) from None
+            except TlsError as e:
+                self._tls_failed(e)
+                raise Retry("tls", f"installing the index template failed: {describe(e)}") from None
+            except TransportError as e:
+                raise Retry("setup", f"installing the index template failed: {describe(e)}") from None
             log.info("template", f"index template {what}", target=self.cfg.target.name)
             self._setup_done = True
 
@@ -261,18 +282,42 @@ class Sender:
                 )
         except ApiError as e:
             return self._whole_request_failed(e.meta.status, e, body)
+        except TlsError as e:
+            self._tls_failed(e)
+            raise Retry("tls", describe(e)) from None
         except (TransportConnectionError, ConnectionTimeout) as e:
-            self.health.last_error = redact(str(e))[:300]
-            raise Retry("connection", redact(str(e))[:300]) from None
+            self.health.last_error = describe(e)
+            raise Retry("connection", describe(e)) from None
         finally:
             metrics.BULK_SECONDS.observe(time.monotonic() - t0)
-        self.health.refused_since = None
+        self.health.tls_failing = False
         self.health.last_success = time.time()
         result = resp.body
         if not result.get("errors"):
+            self.health.refused_since = None
             self.pushback.succeeded()
             return b"", []
         return self._items(body, result["items"], jobs), []
+
+    def _refused(self, status: int, detail: str) -> None:
+        """Auth refused, or a write block (403 cluster_block_exception, e.g. disk full): temporary
+        until an operator acts, so wait and retry; never dead-letter. Logged once per episode."""
+        if self.health.refused_since is None:
+            self.health.refused_since = time.time()
+            log.error("es_refused", "Elasticsearch refuses our writes: check credentials, role privileges, "
+                      "or a read-only index block (disk full); retrying, nothing dropped",
+                      status=status, detail=detail)
+        self.health.refused_reason = f"http {status}: {detail[:120]}"
+
+    def _tls_failed(self, e: TransportError) -> None:
+        detail = describe(e)
+        self.health.last_error = detail
+        if not self.health.tls_failing:
+            self.health.tls_failing = True
+            log.error("es_tls_failed", "TLS with Elasticsearch failed: check elasticsearch.ca_file (the CA that signed "
+                      "the server certificate), verify_certs, client_cert/client_key and the host name; "
+                      "retrying, nothing dropped", hosts=[redact(h) for h in self.cfg.elasticsearch.hosts],
+                      detail=detail)
 
     def _whole_request_failed(self, status: int, e: ApiError, body: bytes) -> tuple[bytes, list[bytes]]:
         detail = redact(str(e))[:300]
@@ -289,12 +334,7 @@ class Sender:
                 self.pushback.pushed_back()
             raise Retry(f"http_{status}", detail)
         if status in (401, 403):
-            if self.health.refused_since is None:
-                self.health.refused_since = time.time()
-                log.error("es_refused", "Elasticsearch refuses our writes: check credentials, role privileges, "
-                          "or a read-only index block (disk full); retrying, nothing dropped",
-                          status=status, detail=detail)
-            self.health.refused_reason = f"http {status}: {detail[:120]}"
+            self._refused(status, detail)
             raise Retry(f"http_{status}", detail)
         raise Retry(f"http_{status}", detail)
 
@@ -304,6 +344,7 @@ class Sender:
         dead: list[tuple[bytes, dict]] = []
         dupes = 0
         pushed_back = False
+        refused: tuple[int, dict] | None = None
         for i, item in enumerate(items):
             res = next(iter(item.values()))
             status = res.get("status", 0)
@@ -316,11 +357,18 @@ class Sender:
             if status == 429 or status >= 500:
                 pushed_back |= status == 429
                 retry += (action, source)
+            elif status in (401, 403):  # a write block or missing privilege: temporary, never dead
+                refused = refused or (status, res.get("error", {}))
+                retry += (action, source)
             else:
                 dead.append((source, res.get("error", {})))
                 metrics.DEAD_LETTERED.labels(jobs.get(_fid_of(action), "")).inc()
         if dupes:
             metrics.DUPLICATES.inc(dupes)
+        if refused:
+            self._refused(refused[0], redact(str(refused[1]))[:300])
+        elif not retry:
+            self.health.refused_since = None
         if dead:
             log.warn("dead_lettered", "Elasticsearch refused documents for good; kept in the dead-letter target",
                      count=len(dead), target=self.cfg.dead_letter.kind, first_error=redact(str(dead[0][1]))[:300])

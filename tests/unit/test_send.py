@@ -1,0 +1,67 @@
+"""Sender pieces that need no Elasticsearch: PushBack's AIMD concurrency, error descriptions."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from elastic_transport import TlsError
+
+from agent.send import PushBack, describe, redact
+
+
+def test_pushback_halves_on_push_back_and_grows_back_by_one_per_ten_successes():
+    pb = PushBack(8)
+    assert pb.limit == 8
+    pb.pushed_back()
+    assert pb.limit == 4
+    pb.pushed_back()
+    pb.pushed_back()
+    assert pb.limit == 1
+    pb.pushed_back()
+    assert pb.limit == 1  # never below one request in flight
+    for _ in range(9):
+        pb.succeeded()
+    assert pb.limit == 1  # additive increase needs a run of ten
+    pb.succeeded()
+    assert pb.limit == 2
+    for _ in range(5):
+        pb.succeeded()
+    pb.pushed_back()  # a push-back resets the run
+    assert pb.limit == 1
+    for _ in range(9):
+        pb.succeeded()
+    assert pb.limit == 1
+    for _ in range(200):
+        pb.succeeded()
+    assert pb.limit == 8  # back to the ceiling, and no further
+
+
+def test_pushback_bounds_requests_in_flight_and_wakes_waiters_when_it_grows():
+    pb = PushBack(2)
+    pb.pushed_back()  # limit 1
+    entered = threading.Event()
+    pb.__enter__()
+
+    def second():
+        with pb:
+            entered.set()
+
+    t = threading.Thread(target=second, daemon=True)
+    t.start()
+    assert not entered.wait(0.3)  # held back: one in flight already
+    assert pb.active == 1
+    for _ in range(10):
+        pb.succeeded()  # limit grows to 2: the waiter may go
+    assert entered.wait(10)
+    t.join(10)
+    pb.__exit__(None, None, None)
+    assert pb.active == 0
+
+
+def test_describe_names_the_tls_root_cause_and_masks_credentials():
+    e = TlsError("TLS error")
+    e.__cause__ = OSError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert "CERTIFICATE_VERIFY_FAILED" in describe(e)
+    assert describe(ValueError("https://user:s3cret@es:9200 down")) == "https://***@es:9200 down"
+    assert "s3cret" not in redact("http://u:s3cret@h")
