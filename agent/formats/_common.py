@@ -31,11 +31,19 @@ _LEVELS: dict[str, str] = {
 _LEVEL_MEMBERS = {v: b',"log.level":"' + v.encode() + b'"' for v in set(_LEVELS.values())}
 
 
+# The spellings seen in practice, looked up as written before any normalising.
+_LEVEL_SPELLINGS = {w: _LEVEL_MEMBERS[v] for k, v in _LEVELS.items() for w in (k, k.upper(), k.capitalize())}
+
+
 def level_member(word: str | bytes | None) -> bytes:
     """`,"log.level":"<normalised>"`, or b"" for words that are not a known level."""
     if word is None:
         return b""
-    if isinstance(word, bytes):
+    if isinstance(word, str):
+        found = _LEVEL_SPELLINGS.get(word)
+        if found is not None:
+            return found
+    else:
         word = word.decode("ascii", "replace")
     norm = _LEVELS.get(word.strip().lower())
     return _LEVEL_MEMBERS[norm] if norm else b""
@@ -75,15 +83,24 @@ def _ms(frac: bytes | str | None) -> str:
     return (f + "00")[:3]
 
 
+_last_epoch: list = [None, ""]  # one-entry cache: whole-seconds text (checked) -> "YYYY-MM-DDTHH:MM:SS."
+
+
 def from_epoch_text(s: str) -> str | None:
     """Decimal seconds since the epoch ("1700000000.123456789") -> RFC 3339, exact from the digits."""
     whole, _, frac = s.partition(".")
-    if not (whole.isascii() and whole.isdigit()) or (frac and not (frac.isascii() and frac.isdigit())):
+    if whole != _last_epoch[0]:
+        if not (whole.isascii() and whole.isdigit()):
+            return None
+        sec = int(whole)
+        if sec >= _MAX_EPOCH:
+            return None
+        _last_epoch[0], _last_epoch[1] = whole, _second_prefix(sec) + "."
+    if not frac:
+        return _last_epoch[1] + "000Z"
+    if not (frac.isascii() and frac.isdigit()):
         return None
-    sec = int(whole)
-    if sec >= _MAX_EPOCH:
-        return None
-    return f"{_second_prefix(sec)}.{_ms(frac)}Z"
+    return _last_epoch[1] + (frac + "00")[:3] + "Z"
 
 
 def from_epoch_value(v: object) -> str | None:
@@ -99,9 +116,20 @@ def from_epoch_value(v: object) -> str | None:
     if isinstance(v, str):
         if v[:1].isdigit() and "-" not in v[:5]:
             return from_epoch_text(v)
+        # "2026-11-27T23:59:00.123456789Z" in the second of the one before: only the fraction is new.
+        if v[:19] == _last_utc_text[0] and v[19:20] == "." and v[-1:] == "Z":
+            frac = v[20:-1]
+            if frac.isascii() and frac.isdigit():
+                return _last_utc_text[1] + (frac + "00")[:3] + "Z"
         m = ISO_RE.fullmatch(v.encode())
-        return iso_match(m) if m else None
+        ts = iso_match(m) if m else None
+        if ts is not None and v[19:20] == "." and v[-1:] == "Z":
+            _last_utc_text[0], _last_utc_text[1] = v[:19], ts[:20]
+        return ts
     return None
+
+
+_last_utc_text: list = [None, ""]  # one-entry cache: seconds text of a valid UTC time -> "YYYY-MM-DDTHH:MM:SS."
 
 
 _last_iso: list = [None, ""]
@@ -143,7 +171,7 @@ def seconds_to_ns(s: bytes) -> int | None:
     whole, _, frac = s.partition(b".")
     if not whole.isdigit() or (frac and not frac.isdigit()) or len(whole) > 9:
         return None
-    return int(whole) * 1_000_000_000 + int((frac + b"000000000")[:9] or b"0")
+    return int(whole + (frac + b"000000000")[:9])  # whole * 10**9 + frac, in one int()
 
 
 _ESC_RE = re.compile(rb"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.S)

@@ -20,7 +20,6 @@ _HEAD = re.compile(
     rb"(\S*) - \[([^\]]*)\] " + _Q + rb' (\d{3}|"-") (\d+) (\d+) ' + _Q + b" " + _Q + b" " + _Q + b" " + _Q, re.S
 )
 _KV = re.compile(rb' ?([a-z0-9_]+):("[^"\\]*(?:\\.[^"\\]*)*"|[^ "]*)', re.S)
-
 K_DOMAIN = key("url.domain")
 K_METHOD = key("http.request.method")
 K_URL = key("url.original")
@@ -51,9 +50,97 @@ _DURATION_KEYS = {
     b"response_time": K_DURATION,
     b"gorouter_time": key("cf.gorouter_access.gorouter_time_ns"),
 }
+# --- Fast path: the usual line, valid UTF-8 whose emitted values hold no control byte, '"' or backslash,
+# so each is already its own JSON string text (no Go escape to undo, nothing orjson would escape) and can
+# be copied between quotes; numbers are matched in canonical form. The regexes accept only a subset of
+# what _HEAD/_KV accept, in which both find the same values; any other line takes `_extract_exact`.
+_C = rb'[^"\\\x00-\x1f]'  # a byte of a value that can be copied as is (UTF-8 checked once per line)
+_V = rb'"(?:-"|(' + _C + rb'*)")'  # a quoted value; "-" leaves the group None
+# The same, Go escapes allowed (user agents and referrers quote): members with a backslash are made exactly.
+_VE = rb'"(?:-"|(' + _C + rb"*(?:\\." + _C + rb'*)*)")'
+_FAST_HEAD = re.compile(
+    rb'([!#-\[\]-~]*) - \[((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})\d*Z|[^\]]*)\] '
+    rb'"(' + _C[:-1] + rb' ]+) (' + _C[:-1] + rb' ]+) HTTP/(' + _C[:-1] + rb' ]*)" '
+    rb'([1-9]\d\d|"-") (0|[1-9]\d{0,17}) (0|[1-9]\d{0,17}) ' + _VE + b" " + _VE + b" " + _V + b" " + _V
+)
+# Seconds as gorouter writes them: whole part of at most nine digits (seconds_to_ns's limit), any fraction.
+_SECS = rb'(?:(\d{1,9})(?:\.(\d*)|)|[^ "]*)'
+# The pairs after the head in routing-release's order, each optional (written `(?:x|)`, which `re` runs
+# faster than `(?:x)?`); the fields no member is made of must hold no backslash, which _KV reads as an escape.
+_FAST_TAIL = re.compile(
+    rb"(?: x_forwarded_for:" + _V + rb"|)(?: x_forwarded_proto:" + _V + rb"|)(?: vcap_request_id:" + _V + rb"|)"
+    rb"(?: response_time:" + _SECS + rb"|)(?: gorouter_time:" + _SECS + rb"|)"
+    rb"(?: app_id:" + _V + rb"|)(?: app_index:" + _V + rb"|)(?: instance_id:" + _V + rb"|)"
+    rb"(?: x_cf_routererror:" + _V + rb"|)(?: x_b3_traceid:" + _V + rb"|)(?: x_b3_spanid:" + _V + rb"|)"
+    rb'(?: x_b3_parentspanid:"[^"\\]*"|)(?: b3:"[^"\\]*"|)'
+)
+_HEAD_FMT = (
+    b'%s,"http.request.method":"%s","url.original":"%s","http.version":"%s"%s'
+    b',"http.request.body.bytes":%s,"http.response.body.bytes":%s'
+)
+
+
+# Member prefixes with the string's opening quote.
+_Q_DOMAIN, _Q_REFERRER, _Q_UA, _Q_SOURCE, _Q_DEST = (k + b'"' for k in (K_DOMAIN, K_REFERRER, K_UA, K_SOURCE, K_DEST))
+_Q_XFF, _Q_XFP, _Q_RID, _Q_APP, _Q_IDX, _Q_INST, _Q_ERR, _Q_TRACE, _Q_SPAN = (
+    _STRING_KEYS[n] + b'"'
+    for n in (b"x_forwarded_for", b"x_forwarded_proto", b"vcap_request_id", b"app_id", b"app_index", b"instance_id",
+              b"x_cf_routererror", b"x_b3_traceid", b"x_b3_spanid")
+)
+K_GOROUTER_TIME = _DURATION_KEYS[b"gorouter_time"]
+_last_second: list = [None, ""]  # one-entry cache: the seconds of the last fast-path time -> "YYYY-MM-DDTHH:MM:SS."
 
 
 def extract(line: bytes) -> tuple[str | None, bytes]:
+    """The fast path where it applies, else `_extract_exact`: the members are the same bytes either way."""
+    m = _FAST_HEAD.match(line)
+    if m is None:
+        return _extract_exact(line)
+    if not line.isascii():
+        try:
+            line.decode()  # invalid UTF-8 becomes U+FFFD in the exact path
+        except UnicodeDecodeError:
+            return _extract_exact(line)
+    host, when, sec, ms, method, uri, version, status, received, sent, referer, agent, remote, backend = m.groups()
+    if sec is not None and sec == _last_second[0]:
+        ts = _last_second[1] + ms.decode() + "Z"
+    else:
+        tm = ISO_RE.fullmatch(when)
+        ts = iso_match(tm) if tm else None
+        if ts is None:
+            return None, UNPARSED
+        if sec is not None:  # UTC already: the prefix is the line's own, checked once per second
+            _last_second[0], _last_second[1] = sec, ts[:20]
+    t = _FAST_TAIL.fullmatch(line, m.end())
+    if t is None:
+        return _extract_exact(line)
+    xff, xfp, rid, rt_s, rt_f, gt_s, gt_f, app, idx, inst, err, trace, span = t.groups()
+    return ts, b"".join((
+        _HEAD_FMT % (
+            (_Q_DOMAIN + host + b'"') if host else b"", method, uri, version,
+            (K_STATUS + status) if status != b'"-"' else b"", received, sent,
+        ),
+        (((_Q_REFERRER + referer + b'"') if b"\\" not in referer else member(K_REFERRER, unescape(referer)))
+         if referer else b""),
+        ((_Q_UA + agent + b'"') if b"\\" not in agent else member(K_UA, unescape(agent))) if agent else b"",
+        (_Q_SOURCE + remote + b'"') if remote else b"",
+        (_Q_DEST + backend + b'"') if backend else b"",
+        (_Q_XFF + xff + b'"') if xff else b"",
+        (_Q_XFP + xfp + b'"') if xfp else b"",
+        (_Q_RID + rid + b'"') if rid else b"",
+        (K_DURATION + b"%d" % int(rt_s + ((rt_f or b"") + b"000000000")[:9])) if rt_s else b"",
+        (K_GOROUTER_TIME + b"%d" % int(gt_s + ((gt_f or b"") + b"000000000")[:9])) if gt_s else b"",
+        (_Q_APP + app + b'"') if app else b"",
+        (_Q_IDX + idx + b'"') if idx else b"",
+        (_Q_INST + inst + b'"') if inst else b"",
+        (_Q_ERR + err + b'"') if err else b"",
+        (_Q_TRACE + trace + b'"') if trace else b"",
+        (_Q_SPAN + span + b'"') if span else b"",
+    ))
+
+
+def _extract_exact(line: bytes) -> tuple[str | None, bytes]:
+    """Any line: every value unescaped and serialised by orjson."""
     m = _HEAD.match(line)
     if not m:
         return None, UNPARSED

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import orjson
 
-from agent.formats._common import UNPARSED, data_member, from_epoch_value, key, level_member, member
+from agent.formats._common import DATA_DEPTH_LIMIT, UNPARSED, data_member, from_epoch_value, key, level_member, member
 
 # lager.LogLevel: DEBUG=0, INFO=1, ERROR=2, FATAL=3 (lager/models.go).
 _INT_LEVELS = {0: "debug", 1: "info", 2: "error", 3: "fatal"}
+_INT_LEVEL_MEMBERS = {n: level_member(w) for n, w in _INT_LEVELS.items()}
 
 K_LOGGER = key("log.logger")
 K_ACTION = key("event.action")
@@ -31,11 +32,41 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
     ts = from_epoch_value(doc["timestamp"])
     if ts is None:
         return None, UNPARSED
+    # The picked fields go through one orjson.dumps of a small object under their dotted names, whose
+    # braces come off: the same members, in the same order, as one dumps per field.
+    picked = {}
+    source = doc.get("source")
+    if isinstance(source, str) and source:
+        picked["log.logger"] = source
+    # lager messages are dotted action names ("rep.executing-container-operation.failed"): keyword-like.
+    message = doc.get("message")
+    if isinstance(message, str) and message:
+        picked["event.action"] = message
+    data = doc.get("data")
+    if isinstance(data, dict) and data:
+        error = data.get("error")
+        if isinstance(error, str) and error:
+            picked["error.message"] = error
+        # Objects nest no deeper than the line has '{': only a line with many needs the depth walk.
+        if line.count(b"{") > DATA_DEPTH_LIMIT + 1:
+            return ts, _members(doc)
+        picked["cf.lager.data"] = data
+    level = _level(doc)
+    if not picked:
+        return ts, level
+    try:
+        body = orjson.dumps(picked)
+    except TypeError:  # orjson's own nesting limit: the exact path drops `data` alone
+        return ts, _members(doc)
+    return ts, level + b"," + body[1:-1]
+
+
+def _members(doc: dict) -> bytes:
+    """One member at a time, `data` checked against the depth limit: the general path."""
     parts = [_level(doc)]
     source = doc.get("source")
     if isinstance(source, str) and source:
         parts.append(member(K_LOGGER, source))
-    # lager messages are dotted action names ("rep.executing-container-operation.failed"): keyword-like.
     message = doc.get("message")
     if isinstance(message, str) and message:
         parts.append(member(K_ACTION, message))
@@ -45,13 +76,13 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
         if isinstance(error, str) and error:
             parts.append(member(K_ERROR, error))
         parts.append(data_member(K_DATA, data))
-    return ts, b"".join(parts)
+    return b"".join(parts)
 
 
 def _level(doc: dict) -> bytes:
     lv = doc.get("log_level")
     if isinstance(lv, int) and not isinstance(lv, bool):
-        return level_member(_INT_LEVELS.get(lv))
+        return _INT_LEVEL_MEMBERS.get(lv, b"")
     if isinstance(lv, str):
         return level_member(lv)
     lv = doc.get("level")

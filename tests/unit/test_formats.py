@@ -104,6 +104,67 @@ def test_gorouter_access_go_escapes_and_dashes():
     assert f["cf.gorouter_access.router_error"] == "endpoint_failure"
 
 
+def _same_as_exact(fast, exact, line: bytes) -> None:
+    """The fast path returns what the exact path returns for `line`, or raises where it raises."""
+    try:
+        want = exact(line)
+    except Exception as e:  # the registry's backstop turns this into UNPARSED either way
+        with pytest.raises(type(e)):
+            fast(line)
+        return
+    assert fast(line) == want
+
+
+# gorouter_access copies plain values between quotes and keeps `_extract_exact` for everything else:
+# edits that move a line across that boundary, one at a time, on the two real lines.
+_GOROUTER_EDITS = [
+    (b"", b""),
+    (b" 200 ", b" 000 "), (b" 200 ", b' "-" '), (b" 0 62 ", b" 007 62 "), (b" 0 62 ", b" 0 18446744073709551615 "),
+    (b" 0 62 ", b" 0 18446744073709551616 "), (b"APP_A_ROUTE", b""), (b"APP_A_ROUTE", b'a"b'), (b"APP_A_ROUTE", b"caf\xc3\xa9"),
+    (b"T21:22:32.355501523Z", b"t21:22:32.355Z"), (b"T21:22:32.355501523Z", b"T21:22:32,355Z"),
+    (b"T21:22:32.355501523Z", b"T21:22:32Z"), (b"T21:22:32.355501523Z", b"T21:22:32.3Z"),
+    (b"T21:22:32.355501523Z", b"T21:22:32.355+01:00"), (b"2021-02-18T", b"2021-02-30T"), (b"2021-02-18T", b"0999-02-18T"),
+    (b'"curl/7.54.0"', b'"cu\\"rl\\x41\\u00e9"'), (b'"curl/7.54.0"', b'"\\xff"'), (b'"curl/7.54.0"', b'""'),
+    (b'"curl/7.54.0"', b'"caf\xc3\xa9 \xe2\x80\xa8 \x7f"'), (b'"curl/7.54.0"', b'"caf\xc3"'), (b'"curl/7.54.0"', b'"a\tb"'),
+    (b'"-" "curl', b'"r\\"x" "curl'), (b"GET / HTTP/1.1", b"GET / HTTP/"), (b"GET / HTTP/1.1", b"GET /a b HTTP/1.1"),
+    (b"GET / HTTP/1.1", b"GET /\\x41 HTTP/1.1"), (b"GET / HTTP/1.1", b"-"), (b'"10.0.1.11:61002"', b'"-"'),
+    (b"response_time:0.011962", b"response_time:1234567890.5"), (b"response_time:0.011962", b"response_time:0."),
+    (b"response_time:0.011962", b"response_time:0.5x"), (b"response_time:0.011962", b'response_time:"0.5"'),
+    (b"response_time:0.011962", b"response_time:123456789.0000000019"), (b'app_index:"0"', b'app_index:"-"'),
+    (b'app_index:"0"', b'app_index:""'), (b'x_forwarded_proto:"http"', b'x_forwarded_proto:"\xc3\xa9"'),
+    (b" x_b3_traceid", b"  x_b3_traceid"), (b'b3:"9d30688835227cf3-', b'b3:"a\\"b" app_id:"dup'),
+    (b'b3:"9d30688835227cf3-', b'b3:"x" route_service_url:"http://rs'),
+]
+
+
+@pytest.mark.parametrize("old,new", _GOROUTER_EDITS)
+def test_gorouter_access_fast_path_is_the_exact_path(old, new):
+    line = GOROUTER_2021.replace(old, new, 1)
+    assert old in GOROUTER_2021 and line != GOROUTER_2021 or not old
+    _same_as_exact(gorouter_access.extract, gorouter_access._extract_exact, line)
+    _same_as_exact(gorouter_access.extract, gorouter_access._extract_exact, GOROUTER_2019.replace(old, new, 1))
+
+
+def test_gorouter_access_usual_lines_take_the_fast_path(monkeypatch):
+    agent_quoted = GOROUTER_2021.replace(b'"curl/7.54.0"', b'"Mozilla \\"x\\" caf\xc3\xa9"')
+    want = [gorouter_access.extract(x) for x in (GOROUTER_2021, GOROUTER_2019, agent_quoted)]
+
+    def exact(line):
+        raise AssertionError("took the exact path")
+
+    monkeypatch.setattr(gorouter_access, "_extract_exact", exact)
+    assert [gorouter_access.extract(x) for x in (GOROUTER_2021, GOROUTER_2019, agent_quoted)] == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([GOROUTER_2021, GOROUTER_2019]), st.integers(0, 600),
+       st.binary(max_size=4) | st.lists(st.sampled_from(b'\\" -:.09aZ\x00\x7f\xc3\xa9\xff'), max_size=4).map(bytes))
+def test_gorouter_access_fast_path_is_the_exact_path_on_mutations(base, at, junk):
+    at = min(at, len(base))
+    line = base[:at] + junk + base[at + len(junk) :]
+    _same_as_exact(gorouter_access.extract, gorouter_access._extract_exact, line)
+
+
 # capi-release jobs/cloud_controller_ng/spec, cc.nginx_access_log_format default:
 #   $host - [$time_local] "$request" $status $bytes_sent "$http_referer" "$http_user_agent"
 #   $proxy_add_x_forwarded_for vcap_request_id:$upstream_http_x_vcap_request_id response_time:$upstream_response_time
@@ -230,6 +291,33 @@ def test_lager_float_timestamp_keeps_written_milliseconds():
     ts, f = fields("lager", b'{"log_level":3,"timestamp":1700000000.123,"message":"gorouter.x","source":"vcap.gorouter","data":{}}')
     assert ts == "2023-11-14T22:13:20.123Z"
     assert f == {"log.level": "fatal", "log.logger": "vcap.gorouter", "event.action": "gorouter.x"}
+
+
+# lager serialises its picked fields in one orjson.dumps; `_members` is the one-member-at-a-time path.
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([REP_EPOCH, REP_RFC3339, REP_ERROR]), st.integers(0, 400),
+       st.lists(st.sampled_from(b'\\"{}[]:,.09aZ \xc3\xa9'), max_size=4).map(bytes))
+def test_lager_one_dumps_is_the_member_by_member_path(base, at, junk):
+    at = min(at, len(base))
+    line = base[:at] + junk + base[at + len(junk) :]
+    ts, members = lager.extract(line)
+    if members is not UNPARSED:
+        assert members == lager._members(orjson.loads(line))
+
+
+def test_lager_usual_lines_take_one_dumps(monkeypatch):
+    want = [lager.extract(x) for x in (REP_EPOCH, REP_RFC3339, REP_ERROR)]
+    monkeypatch.setattr(lager, "_members", None)
+    assert [lager.extract(x) for x in (REP_EPOCH, REP_RFC3339, REP_ERROR)] == want
+
+
+@pytest.mark.parametrize("data", [b'{"a":' + b"[" * n + b"1" + b"]" * n + b"}" for n in (200, 254, 255, 300)]
+                         + [b'{"s":"' + b"{" * 30 + b'"}', b'{"a":' * 20 + b"1" + b"}" * 20])
+def test_lager_data_orjson_cannot_write_or_flattened_refuses_is_dropped_alone(data):
+    line = b'{"timestamp":"1700000000.5","log_level":"info","source":"s","data":' + data + b"}"
+    ts, members = lager.extract(line)
+    assert ts == "2023-11-14T22:13:20.500Z" and members.startswith(b',"log.level":"info","log.logger":"s"')
+    assert members == lager._members(orjson.loads(line))
 
 
 # UAA: the logsearch-for-cloudfoundry audit sample (space-separated time), and the newer RFC 3339 patterns.
