@@ -19,6 +19,7 @@ import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TlsError, TransportError
 from elasticsearch import ApiError, Elasticsearch
+from elasticsearch.serializer import NdjsonSerializer
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
 from agent import log, metrics
@@ -43,9 +44,17 @@ def describe(e: BaseException) -> str:
     return redact(text)[:300]
 
 
+class _BulkBytes(NdjsonSerializer):
+    """Bulk bodies are bytes already: the stock NDJSON serializer would copy each one twice."""
+
+    def dumps(self, data):
+        return data if isinstance(data, bytes) else super().dumps(data)
+
+
 def client(cfg: ElasticsearchConfig) -> Elasticsearch:
     kw: dict = dict(
         hosts=cfg.hosts,
+        serializers={"application/x-ndjson": _BulkBytes()},
         request_timeout=cfg.request_timeout_s,
         http_compress=cfg.compression,
         # The client fails over to the next host on connection errors; backoff is ours.
