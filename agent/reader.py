@@ -90,7 +90,9 @@ class Reader:
         self.sync(paths)
         matched = set(self.sources)
         for entry in list(self.entries.values()):
-            if entry.fid not in matched and not entry.gone:
+            # A gone entry below its size was read to its end but not all acknowledged
+            # before a crash: its copy must be read again from the committed offset.
+            if entry.fid not in matched and (not entry.gone or entry.offset < entry.size):
                 copy = self._resume_orphan(entry)
                 if copy is not None:
                     self._unseen_copies(entry.path, _mtime(copy.reading_from))
@@ -194,7 +196,7 @@ class Reader:
         src = self._open_copy(entry.fid, entry.path, Head(entry.head_len, entry.head_hash), entry.offset,
                               lambda: self.make_framer(entry.path, entry.offset))
         if src is None:
-            self._lost(entry, max(0, entry.size - entry.offset))
+            self._lost(entry, max(0, entry.size - entry.offset), entry.offset)
             entry.gone = True
         return src
 
@@ -203,7 +205,7 @@ class Reader:
         entry = self.entries[src.fid]
         copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos, lambda: src.framer)
         if copy is None:
-            self._lost(entry, max(0, src.size - src.pos))
+            self._lost(entry, max(0, src.size - src.pos), src.pos)
             frames = src.framer.flush()
             if len(frames):
                 self.pending_frames.append((src, frames))
@@ -227,7 +229,7 @@ class Reader:
         copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos, lambda: src.framer)
         src.close()
         if copy is None:
-            self._lost(entry, max(0, src.size - src.pos))
+            self._lost(entry, max(0, src.size - src.pos), src.pos)
             frames = src.framer.flush()
             if len(frames):
                 self.pending_frames.append((src, frames))
@@ -323,7 +325,10 @@ class Reader:
         return Source(fid, path, False, fd, None, st.st_dev, st.st_ino, framer(), final=True,
                       size=st.st_size, reading_from=cand)
 
-    def _lost(self, entry: Entry, n: int) -> None:
+    def _lost(self, entry: Entry, n: int, end: int) -> None:
+        """Count [end, end + n) as lost; the entry's size becomes `end`, so a restart does
+        not look for those bytes again."""
+        entry.size = end
         if n <= 0:
             return
         entry.lost_bytes += n
