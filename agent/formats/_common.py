@@ -220,3 +220,39 @@ def data_member(k: bytes, data: dict) -> bytes:
         return k + orjson.dumps(data)
     except TypeError:  # orjson's own nesting limit
         return b""
+
+
+def json_with_time(line: bytes) -> tuple[dict, str] | None:
+    """A JSON object line with a usable `timestamp`: (the object, RFC 3339 time), else None."""
+    if not line.startswith(b"{"):
+        return None
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or "timestamp" not in doc:
+        return None
+    ts = from_epoch_value(doc["timestamp"])
+    return None if ts is None else (doc, ts)
+
+
+K_DOMAIN = key("url.domain")
+K_METHOD = key("http.request.method")
+K_URL = key("url.original")
+K_VERSION = key("http.version")
+
+
+def request_members(host: bytes, request: bytes) -> list[bytes]:
+    """Members of an access line's host and "METHOD URI PROTO" (Go or nginx escaped)."""
+    parts = []
+    if host:
+        parts.append(member(K_DOMAIN, unescape(host)))
+    # The URI has no spaces (escaped) but is split from both ends anyway.
+    method, _, rest = request.partition(b" ")
+    uri, _, proto = rest.rpartition(b" ")
+    if method and uri:
+        parts.append(member(K_METHOD, unescape(method)))
+        parts.append(member(K_URL, unescape(uri)))
+        if proto.startswith(b"HTTP/"):
+            parts.append(member(K_VERSION, proto[5:].decode("ascii", "replace")))
+    return parts

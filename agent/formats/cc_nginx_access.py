@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from agent.formats._common import UNPARSED, iso_at, key, member, seconds_to_ns, unescape
+from agent.formats._common import request_members, UNPARSED, iso_at, key, member, seconds_to_ns, unescape
 
 _LINE = re.compile(
     rb"(\S*) - \[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-]\d{4})\] "
@@ -22,10 +22,6 @@ _LINE = re.compile(
 _MONTHS = {m: b"%02d" % (i + 1) for i, m in enumerate(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"))}  # fmt: skip
 
-K_DOMAIN = key("url.domain")
-K_METHOD = key("http.request.method")
-K_URL = key("url.original")
-K_VERSION = key("http.version")
 K_STATUS = key("http.response.status_code")
 K_BYTES = key("http.response.bytes")  # $bytes_sent counts headers too: not the ECS body.bytes
 K_REFERRER = key("http.request.referrer")
@@ -47,16 +43,7 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
     parsed = iso_at(b"%s-%s-%sT%s:%s:%s%s" % (year, month, day, hh, mi, ss, zone))
     if parsed is None:
         return None, UNPARSED
-    parts = []
-    if host:
-        parts.append(member(K_DOMAIN, unescape(host)))
-    method, _, rest = request.partition(b" ")
-    uri, _, proto = rest.rpartition(b" ")
-    if method and uri:
-        parts.append(member(K_METHOD, unescape(method)))
-        parts.append(member(K_URL, unescape(uri)))
-        if proto.startswith(b"HTTP/"):
-            parts.append(member(K_VERSION, proto[5:].decode("ascii", "replace")))
+    parts = request_members(host, request)
     parts.append(member(K_STATUS, int(status)))
     parts.append(member(K_BYTES, int(sent)))
     for k, v in ((K_REFERRER, referer), (K_UA, agent)):

@@ -9,9 +9,7 @@ Newer CCs write "timestamp" as an RFC 3339 string (cc.logging.format.timestamp: 
 
 from __future__ import annotations
 
-import orjson
-
-from agent.formats._common import UNPARSED, data_member, from_epoch_value, key, level_member, member
+from agent.formats._common import json_with_time, UNPARSED, data_member, key, level_member, member
 
 K_LOGGER = key("log.logger")
 K_MESSAGE = key("cf.cloud_controller.message")
@@ -35,17 +33,10 @@ _SIMPLE = (
 
 
 def extract(line: bytes) -> tuple[str | None, bytes]:
-    if not line.startswith(b"{"):
+    found = json_with_time(line)
+    if found is None:
         return None, UNPARSED
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None, UNPARSED
-    if not isinstance(doc, dict) or "timestamp" not in doc:
-        return None, UNPARSED
-    ts = from_epoch_value(doc["timestamp"])
-    if ts is None:
-        return None, UNPARSED
+    doc, ts = found
     lv = doc.get("log_level")
     parts = [level_member(lv) if isinstance(lv, str) else b""]
     for name, k, tp in (("source", K_LOGGER, str), ("message", K_MESSAGE, str)):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from agent.formats._common import UNPARSED, ISO_RE, iso_match, key, member, seconds_to_ns, unescape
+from agent.formats._common import K_DOMAIN, request_members, UNPARSED, ISO_RE, iso_match, key, member, seconds_to_ns, unescape
 
 # A Go-quoted string, written as an unrolled loop: much faster in `re` than an alternation per byte.
 _Q = rb'"([^"\\]*(?:\\.[^"\\]*)*)"'
@@ -20,10 +20,6 @@ _HEAD = re.compile(
     rb"(\S*) - \[([^\]]*)\] " + _Q + rb' (\d{3}|"-") (\d+) (\d+) ' + _Q + b" " + _Q + b" " + _Q + b" " + _Q, re.S
 )
 _KV = re.compile(rb' ?([a-z0-9_]+):("[^"\\]*(?:\\.[^"\\]*)*"|[^ "]*)', re.S)
-K_DOMAIN = key("url.domain")
-K_METHOD = key("http.request.method")
-K_URL = key("url.original")
-K_VERSION = key("http.version")
 K_STATUS = key("http.response.status_code")
 K_REQ_BYTES = key("http.request.body.bytes")
 K_RESP_BYTES = key("http.response.body.bytes")
@@ -149,17 +145,7 @@ def _extract_exact(line: bytes) -> tuple[str | None, bytes]:
     ts = iso_match(tm) if tm else None
     if ts is None:
         return None, UNPARSED
-    parts = []
-    if host:
-        parts.append(member(K_DOMAIN, unescape(host)))
-    # "METHOD URI PROTO": the URI has no spaces (Go escapes them) but split from both ends anyway.
-    method, _, rest = request.partition(b" ")
-    uri, _, proto = rest.rpartition(b" ")
-    if method and uri:
-        parts.append(member(K_METHOD, unescape(method)))
-        parts.append(member(K_URL, unescape(uri)))
-        if proto.startswith(b"HTTP/"):
-            parts.append(member(K_VERSION, proto[5:].decode("ascii", "replace")))
+    parts = request_members(host, request)
     if status != b'"-"':
         parts.append(member(K_STATUS, int(status)))
     parts.append(member(K_REQ_BYTES, int(received)))

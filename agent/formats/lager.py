@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from agent.formats._common import DATA_DEPTH_LIMIT, UNPARSED, data_member, from_epoch_value, key, level_member, member
+from agent.formats._common import json_with_time, DATA_DEPTH_LIMIT, UNPARSED, data_member, key, level_member, member
 
 # lager.LogLevel: DEBUG=0, INFO=1, ERROR=2, FATAL=3 (lager/models.go).
 _INT_LEVELS = {0: "debug", 1: "info", 2: "error", 3: "fatal"}
@@ -21,17 +21,10 @@ K_DATA = key("cf.lager.data")
 
 
 def extract(line: bytes) -> tuple[str | None, bytes]:
-    if not line.startswith(b"{"):
+    found = json_with_time(line)
+    if found is None:
         return None, UNPARSED
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None, UNPARSED
-    if not isinstance(doc, dict) or "timestamp" not in doc:
-        return None, UNPARSED
-    ts = from_epoch_value(doc["timestamp"])
-    if ts is None:
-        return None, UNPARSED
+    doc, ts = found
     # The picked fields go through one orjson.dumps of a small object under their dotted names, whose
     # braces come off: the same members, in the same order, as one dumps per field.
     picked = {}
