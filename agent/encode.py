@@ -8,8 +8,10 @@ Fields use dotted names so per-line and per-file members never repeat a JSON key
 from __future__ import annotations
 
 import time
+from itertools import accumulate
 
 import orjson
+from orjson import dumps
 
 from agent.formats import Extract
 from agent.frame import Frames
@@ -36,9 +38,53 @@ class FileEncoder:
         members = {"log.file.path": path, **({"bosh.job": job} if job else {}), **vm_meta}
         self.const = b"," + orjson.dumps(members)[1:] + b"\n"
         self.extract = extract
+        self._now = b""
+        self._fmt_raw = self._fmt_parsed = b""
+
+    def _formats(self, now: bytes) -> tuple[bytes, bytes]:
+        """The document as one %-format per read time: only offset, message (and for parsed
+        files timestamp and fields) vary per line."""
+        if now != self._now:
+            action = self.action.replace(b"%", b"%%")
+            const = self.const.replace(b"%", b"%%")
+            created = now.replace(b"%", b"%%")
+            self._now = now
+            self._fmt_raw = action + b'%d"}}\n{"@timestamp":"' + created + b'","event.created":"' + created + (
+                b'","message":%s,"log.offset":%d' + const)
+            self._fmt_parsed = action + b'%d"}}\n{"@timestamp":"%s","event.created":"' + created + (
+                b'","message":%s,"log.offset":%d%s' + const)
+        return self._fmt_raw, self._fmt_parsed
 
     def encode(self, frames: Frames, now: bytes, out: bytearray) -> int:
         """Append one action and one document per event to `out`; returns bytes of messages."""
+        lines = frames.lines
+        if not lines:
+            return 0
+        # The common case, with the per-line work in C iterators: no frame flags, every line
+        # valid UTF-8 without NUL bytes. Anything else takes the per-line path below.
+        if frames.flags or b"\0" in b"".join(lines):
+            return self._encode_lines(frames, now, out)
+        offsets = frames.offsets
+        if offsets is None:
+            offsets = accumulate(map((1).__add__, map(len, lines)), initial=frames.start)
+        fmt_raw, fmt_parsed = self._formats(now)
+        extract = self.extract
+        before = len(out)
+        try:
+            if extract is None:
+                for off, js in zip(offsets, map(dumps, map(bytes.decode, lines))):
+                    out += fmt_raw % (off, js, off)
+            else:
+                for off, line, js in zip(offsets, lines, map(dumps, map(bytes.decode, lines))):
+                    ts, extra = extract(line)
+                    out += fmt_parsed % (off, now if ts is None else ts.encode(), js, off, extra)
+        except UnicodeDecodeError:
+            del out[before:]
+            return self._encode_lines(frames, now, out)
+        return sum(map(len, lines))
+
+    def _encode_lines(self, frames: Frames, now: bytes, out: bytearray) -> int:
+        """One event at a time, flags and repairs included (the reference behaviour)."""
         off = frames.start
         offsets = frames.offsets
         flags = frames.flags
