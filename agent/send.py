@@ -48,7 +48,7 @@ class _BulkBytes(NdjsonSerializer):
     """Bulk bodies are bytes already: the stock NDJSON serializer would copy each one twice."""
 
     def dumps(self, data):
-        return data if isinstance(data, bytes) else super().dumps(data)
+        return data if isinstance(data, (bytes, bytearray)) else super().dumps(data)
 
 
 def client(cfg: ElasticsearchConfig) -> Elasticsearch:
@@ -225,8 +225,9 @@ class Sender:
     def _deliver(self, batch: Batch) -> bool:
         """Send until every document is settled; False only when stopping first."""
         jobs = _jobs_of(batch)
-        # One copy of the documents while sending, not two: the budget still counts them.
-        pending = [bytes(batch.body)]
+        # The batch's own buffer goes out as it is (no copy: the loop has a new batch already);
+        # the batch lets go of it, so it is freed once sent. The budget still counts it.
+        pending: list[bytes | bytearray] = [batch.body]
         batch.body = bytearray()
         while pending:
             body = pending.pop()
@@ -347,8 +348,8 @@ class Sender:
             raise Retry(f"http_{status}", detail)
         raise Retry(f"http_{status}", detail)
 
-    def _items(self, body: bytes, items: list[dict], jobs: dict[bytes, str]) -> bytes:
-        lines = body.split(b"\n")
+    def _items(self, body: bytes | bytearray, items: list[dict], jobs: dict[bytes, str]) -> bytes:
+        lines = bytes(body).split(b"\n")  # bytes: the ids below are dictionary keys
         retry: list[bytes] = []
         dead: list[tuple[bytes, dict]] = []
         dupes = 0
