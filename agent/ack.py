@@ -23,9 +23,17 @@ class Acker:
         self.pending: dict[str, deque[Segment]] = {}
         self.dirty = True
         self.volume = Volume(state_dir)
+        self.saved = set(entries)  # fids the registry on disk knows
 
     def track(self, batch: Batch) -> None:
-        """Called in reading order, before the batch is sent."""
+        """Called in reading order, before the batch is sent.
+
+        A file's entry is on disk before any of its lines can be indexed: after a kill -9
+        the file is found again by its entry and keeps its fid. Otherwise a new generation
+        with the same inode and first line (copytruncate) would derive the same fid as the
+        one before, and its lines would be refused as that one's duplicates."""
+        if any(seg.fid not in self.saved for seg in batch.segments):
+            self.checkpoint(force=True)
         for seg in batch.segments:
             self.pending.setdefault(seg.fid, deque()).append(seg)
 
@@ -64,5 +72,6 @@ class Acker:
     def checkpoint(self, force: bool = False) -> None:
         if self.dirty or force:
             metrics.REGISTRY_WRITE_SECONDS.observe(registry.save(self.state_dir, self.entries, self.forget_after_s))
+            self.saved = set(self.entries)
             self.dirty = False
         self.volume.save()
