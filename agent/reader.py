@@ -200,31 +200,12 @@ class Reader:
             entry.gone = True
         return src
 
-    def _truncated(self, src: Source) -> None:
-        """copytruncate: the old content continues in a rotated copy; the live file starts anew."""
-        entry = self.entries[src.fid]
-        copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos, lambda: src.framer)
-        if copy is None:
-            self._lost(entry, max(0, src.size - src.pos), src.pos)
-            frames = src.framer.flush()
-            if len(frames):
-                self.pending_frames.append((src, frames))
-            entry.gone = True
-        path = src.path
-        self._unlink_path(src)
-        if copy is None:
-            src.close()
-            self.sources.pop(src.fid, None)
-        else:
-            src.close()
-        self._open_live(path)
-        if copy is not None:
-            self._unseen_copies(path, _mtime(copy.reading_from))
-
-    def _truncated_away(self, src: Source, since: float) -> None:
-        """A file renamed away after it was truncated and rewritten under us (copytruncate, then
-        a rename rotation before we looked): its old content continues in a copy, and what it
-        holds now is a generation of its own, read from its start like any copy never seen live."""
+    def _truncated(self, src: Source, mtime: float) -> None:
+        """copytruncate: the file was truncated (and perhaps written again) under us. What we
+        had not read of it continues in a rotated copy, found by content, or is counted lost.
+        What the file holds now is a generation of its own: at the live path it is opened as
+        a new file; renamed away before we looked (`mtime` its last write), it is read from
+        its start like any copy never seen live."""
         entry = self.entries[src.fid]
         copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos, lambda: src.framer)
         src.close()
@@ -235,7 +216,13 @@ class Reader:
                 self.pending_frames.append((src, frames))
             entry.gone = True
             self.sources.pop(src.fid, None)
-        self._unseen_copies(src.path, since)
+        if src.live:
+            self._unlink_path(src)
+            self._open_live(src.path)
+            if copy is None:
+                return
+            mtime = _mtime(copy.reading_from)
+        self._unseen_copies(src.path, mtime)
 
     def _unseen_copies(self, path: str, since: float) -> None:
         """Rotated copies no entry knows, written to after `since` (the last write of a generation
@@ -352,10 +339,8 @@ class Reader:
         # size last seen: truncated and rewritten up to anywhere between our position and that
         # size (a reader that is behind), the file would otherwise be read on at the old offset.
         if st.st_size < src.pos or (not src.final and not self._head_ok(src)):
-            if src.live:
-                self._truncated(src)
-            elif not src.final:
-                self._truncated_away(src, st.st_mtime)
+            if not src.final:  # a finished copy does not shrink; a live or moved file was truncated
+                self._truncated(src, st.st_mtime)
             return None
         if st.st_size > src.size:
             src.size = st.st_size
@@ -370,7 +355,7 @@ class Reader:
                 log.warn("read_failed", "reading a log file failed; will retry", path=src.path, error=e.strerror)
             return None
         if data and src.live and not self._head_ok(src):
-            self._truncated(src)  # truncated between the check and the read: the data may be new content
+            self._truncated(src, st.st_mtime)  # truncated between the check and the read: the data may be new
             return None
         if data:
             src.last_data_at = time.monotonic()

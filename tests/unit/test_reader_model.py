@@ -406,7 +406,9 @@ class ReaderModel(RuleBasedStateMachine):
     def es_answers_one(self, data):
         """Batches may be answered out of order (several senders)."""
         q = self.agent.sender.queue
-        self.agent.sender.answer(data.draw(st.integers(0, len(q) - 1)))
+        # Drawn from a fixed range: how many batches are queued may vary between runs of the
+        # same steps (file times are coarse), and hypothesis wants the same draws on replay.
+        self.agent.sender.answer(data.draw(st.integers(0, 7)) % len(q))
 
     def _closed(self) -> None:
         """The agent's descriptors are gone: deleted content it had not finished is lost."""
@@ -556,7 +558,7 @@ def _token_in(s: Stream, off: int, msg: str) -> bool:
 
 
 ReaderModel.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None, derandomize=True, database=None,
+    max_examples=400, stateful_step_count=50, deadline=None, derandomize=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestReaderModel = ReaderModel.TestCase
