@@ -62,7 +62,7 @@ class BoshConfig:
 
 @dataclass
 class BatchConfig:
-    max_docs: int = 2000
+    max_docs: int = 8000
     max_bytes: int = 4 * 1024 * 1024
     flush_interval_s: float = 1.0
     concurrency: int = 2
