@@ -272,8 +272,12 @@ class Reader:
             names = [n for n in os.listdir(directory) if n != base and n.startswith(base)]
         except OSError:
             return None
-        # Plain copies first: logrotate deletes x.log.1 only once x.log.1.gz is complete.
-        names.sort(key=lambda n: (n.endswith(".gz"), -_mtime(os.path.join(directory, n))))
+        # The file itself first, if it was renamed: a short head (a young file) may also begin
+        # another generation. Then plain copies: logrotate deletes x.log.1 only once x.log.1.gz
+        # is complete.
+        e = self.entries[fid]
+        names.sort(key=lambda n: (_devino(os.path.join(directory, n)) != (e.dev, e.ino), n.endswith(".gz"),
+                                  -_mtime(os.path.join(directory, n))))
         for name in names:
             cand = os.path.join(directory, name)
             src = self._try_copy(fid, path, cand, head, offset, framer)
@@ -437,6 +441,14 @@ class Reader:
     def close_all(self) -> None:
         for src in self.sources.values():
             src.close()
+
+
+def _devino(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)
 
 
 def _mtime(path: str) -> float:
