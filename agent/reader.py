@@ -273,11 +273,16 @@ class Reader:
         except OSError:
             return None
         # The file itself first, if it was renamed: a short head (a young file) may also begin
-        # another generation. Then plain copies: logrotate deletes x.log.1 only once x.log.1.gz
-        # is complete.
+        # another generation. Then generations newest first (by their last write), and of one
+        # generation the plain copy first: logrotate deletes x.log.1 only once x.log.1.gz is
+        # complete.
         e = self.entries[fid]
-        names.sort(key=lambda n: (_devino(os.path.join(directory, n)) != (e.dev, e.ino), n.endswith(".gz"),
-                                  -_mtime(os.path.join(directory, n))))
+        written: dict[str, float] = {}
+        for n in names:
+            gen = n.removesuffix(".gz")
+            written[gen] = max(written.get(gen, 0.0), _mtime(os.path.join(directory, n)))
+        names.sort(key=lambda n: (_devino(os.path.join(directory, n)) != (e.dev, e.ino),
+                                  -written[n.removesuffix(".gz")], n.endswith(".gz")))
         for name in names:
             cand = os.path.join(directory, name)
             src = self._try_copy(fid, path, cand, head, offset, framer)

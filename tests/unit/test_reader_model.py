@@ -651,6 +651,17 @@ SHRUNK = {
         _w("b.log", [b"D\x16\xc7\xd9\x82\x128\xffF\xd1\xfa\xa0\xf2\xf8\xca\x90cZS"], cut=1),
         _on("rotate_copytruncate", "b.log"), _w("a.log", [b""]), _on("delete", "a.log"),
         _w("a.log", [b""], cut=1)), 16, 1),
+    # An older generation renamed to b.log.2 (plain) and the orphan's own, newer one gzipped
+    # to b.log.1.gz, both beginning "L": all plain copies were tried before any gzip, so the
+    # older generation was read in its place. Now newest generation first.
+    "resume_newest_generation_before_older_plain_copy": (_steps(
+        ("agent_stops", {"crash": True, "indexed_unacked": 0}),
+        _w("b.log", [b"\x91~\x84", b",\xe2\xea\x8e1'\xf1", b">", b"\xaa\xc3\xe0"]),
+        _on("rotate_rename", "b.log"), START,
+        _w("b.log", [b"vcap_request_id"], cut=1),
+        _reads(turns=3, submit=True, checkpoint=True), STOP, START,
+        _on("rotate_rename", "b.log"), ("agent_stops", {"crash": True, "indexed_unacked": 1}),
+        _on("compress", "b.log.1")), 16, 3),
 }
 
 
