@@ -285,6 +285,8 @@ class Reader:
                                   -written[n.removesuffix(".gz")], n.endswith(".gz")))
         for name in names:
             cand = os.path.join(directory, name)
+            if self._owned_by_other(fid, cand):
+                continue
             src = self._try_copy(fid, path, cand, head, offset, framer)
             if src is not None:
                 old = self.sources.get(fid)
@@ -292,10 +294,24 @@ class Reader:
                     old.close()
                 self.sources[fid] = src
                 self.active.add(fid)
+                # The copy's size is the file's: a restart after a crash re-reads a finished
+                # (gone) copy only up to the entry's size.
+                e.size = max(e.size, src.size)
                 log.info("rotated_copy", "reading the rest of a rotated file from its copy",
                          path=path, copy=cand, offset=offset)
                 return src
         return None
+
+    def _owned_by_other(self, fid: str, cand: str) -> bool:
+        """Whether `cand` is another known file, renamed: its inode and head are another
+        entry's (a short head of ours may begin it too)."""
+        devino = _devino(cand)
+        for e in self.entries.values():
+            if e.fid != fid and (e.dev, e.ino) == devino and e.head_len:
+                head = identity.path_head(cand, e.head_len)
+                if head is not None and Head.of(head) == Head(e.head_len, e.head_hash):
+                    return True
+        return False
 
     def _try_copy(self, fid: str, path: str, cand: str, head: Head, offset: int, framer) -> Source | None:
         try:

@@ -662,6 +662,21 @@ SHRUNK = {
         _reads(turns=3, submit=True, checkpoint=True), STOP, START,
         _on("rotate_rename", "b.log"), ("agent_stops", {"crash": True, "indexed_unacked": 1}),
         _on("compress", "b.log.1")), 16, 3),
+    # a.log seen as "L" only, deleted while held; the next a.log (also beginning "L") renamed
+    # to a.log.1. After a restart the deleted file's entry took a.log.1, another entry's file.
+    "orphan_does_not_take_another_entrys_file": (_steps(
+        _w("a.log", [b"\x15"], cut=1), _reads(events="changed", turns=3, answer=False, checkpoint=True),
+        _on("delete", "a.log"), _w("a.log", [b"\xbc"]), _reads(turns=2, submit=True),
+        _on("rotate_rename", "a.log"), STOP), 5, 3),
+    # A copy read to its end after a restart (gone) was saved with the size seen before the
+    # rotation, so the next restart, after a crash, did not re-read its unacknowledged tail.
+    "copy_size_recorded_for_crash_resume": (_steps(
+        ("agent_stops", {"crash": True, "indexed_unacked": 0}),
+        _w("b.log", [b"\xff\xc2.\x88\x88\xd4"]), START, _reads(turns=3, submit=True), STOP,
+        _w("b.log", [b"\xae$\xb4\xf6p\x1f\xe5\xa0\xf5\xc1"], cut=32),
+        _on("rotate_copytruncate", "b.log"), START,
+        _reads(events="changed", answer=False, checkpoint=True),
+        ("agent_stops", {"crash": True, "indexed_unacked": 2})), 64 * 1024, 3),
 }
 
 
