@@ -31,6 +31,8 @@ from urllib.parse import urlparse
 
 import orjson
 
+from agent.config import Config
+
 from tests.bench import corpus
 from tests.bench.nullbulk import NullBulk
 from tests.support.agentproc import AgentProcess, wait_caught_up, write_config
@@ -99,9 +101,13 @@ def agent_config(work: Path, url: str, root: Path, index: str, formats=None, **o
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     extra = {"formats": formats} if formats is not None else {}
-    # Production batching and reader settings (the defaults), only the test harness's fast idle timers.
+    # The agent's own defaults for batching, reading and the registry, not the test harness's fast timers.
+    d = Config()
     return write_config(work / "agent.json", url, root, state, index,
-                        batch={"flush_interval_s": 1.0}, registry={"flush_interval_s": 1.0}, **extra, **over)
+                        batch={"flush_interval_s": d.batch.flush_interval_s},
+                        registry={"flush_interval_s": d.registry.flush_interval_s},
+                        reader={"idle_flush_s": d.reader.idle_flush_s, "rescan_interval_s": d.reader.rescan_interval_s,
+                                "close_removed_after_s": d.reader.close_removed_after_s}, **extra, **over)
 
 
 class Sampler:
