@@ -285,7 +285,7 @@ class Reader:
                                   -written[n.removesuffix(".gz")], n.endswith(".gz")))
         for name in names:
             cand = os.path.join(directory, name)
-            if self._owned_by_other(fid, cand):
+            if self._owned_by_other(fid, path, cand, head):
                 continue
             src = self._try_copy(fid, path, cand, head, offset, framer)
             if src is not None:
@@ -302,15 +302,21 @@ class Reader:
                 return src
         return None
 
-    def _owned_by_other(self, fid: str, cand: str) -> bool:
-        """Whether `cand` is another known file, renamed: its inode and head are another
-        entry's (a short head of ours may begin it too)."""
+    def _owned_by_other(self, fid: str, path: str, cand: str, head: Head) -> bool:
+        """Whether `cand` is another known file of `path`: it has another entry's inode and
+        head, or begins with another entry's longer head (a short head, of a young file, may
+        begin other generations too)."""
         devino = _devino(cand)
+        data = None
         for e in self.entries.values():
-            if e.fid != fid and (e.dev, e.ino) == devino and e.head_len:
-                head = identity.path_head(cand, e.head_len)
-                if head is not None and Head.of(head) == Head(e.head_len, e.head_hash):
-                    return True
+            if e.fid == fid or e.path != path or not e.head_len:
+                continue
+            if (e.dev, e.ino) != devino and e.head_len <= head.length:
+                continue
+            if data is None:
+                data = identity.path_head(cand, identity.HEAD_BYTES) or b""
+            if Head.of(data[: e.head_len]) == Head(e.head_len, e.head_hash):
+                return True
         return False
 
     def _try_copy(self, fid: str, path: str, cand: str, head: Head, offset: int, framer) -> Source | None:

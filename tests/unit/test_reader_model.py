@@ -677,6 +677,14 @@ SHRUNK = {
         _on("rotate_copytruncate", "b.log"), START,
         _reads(events="changed", answer=False, checkpoint=True),
         ("agent_stops", {"crash": True, "indexed_unacked": 2})), 64 * 1024, 3),
+    # After copytruncate a.log began "L" (a line in part), and was renamed and deleted while
+    # held. After the restart its entry (head "L") took a.log.2, the copy of the generation
+    # before, which begins with that one's longer, known head: L0 under two fids.
+    "orphan_does_not_take_copy_with_anothers_longer_head": (_steps(
+        _w("a.log", [b"\xdb\x87\xadk\xdc(\x8e,\xee\x9fp", b""]),
+        _reads(answer=False, checkpoint=True), STOP, _on("rotate_copytruncate", "a.log"),
+        _w("a.log", [b"W\xdc\xd0\xeb\x94;\x83"], cut=1), START,
+        _on("rotate_rename", "a.log"), _on("delete", "a.log.1"), STOP), 5, 1),
 }
 
 
