@@ -500,8 +500,8 @@ class ReaderModel(RuleBasedStateMachine):
                 if entries is None:
                     entries = self.agent.entries if self.agent is not None else registry.load(self.cfg.state_dir)
                 e = entries.get(fid)
-                if e is not None:
-                    tied.sort(key=lambda s: s.devino != (e.dev, e.ino))
+                if e is not None:  # inode numbers are reused: content still on disk before vanished content
+                    tied.sort(key=lambda s: (s.devino != (e.dev, e.ino), s.vanished))
             taken = {s.sid for s in owners.values()}
             owners[fid] = next((s for s in tied if s.sid not in taken), tied[0])
         return owners
@@ -685,6 +685,14 @@ SHRUNK = {
         _reads(answer=False, checkpoint=True), STOP, _on("rotate_copytruncate", "a.log"),
         _w("a.log", [b"W\xdc\xd0\xeb\x94;\x83"], cut=1), START,
         _on("rotate_rename", "a.log"), _on("delete", "a.log.1"), STOP), 5, 1),
+    # Two a.log generations holding just "L", the first deleted unseen, the second on its
+    # (reused) inode number: the document is the one still on disk.
+    "tie_broken_by_content_still_on_disk": (_steps(
+        _w("a.log", [b"\xd5\xd9", b"t\xe0\x1c", b"\xb8\x9c\x9e\xf8", b"\x82"], cut=30),
+        _on("delete", "a.log"), _w("a.log", [b"_0|"], cut=1), _w("b.log", [b"k\xfd\xe6"], cut=33),
+        _on("rotate_rename", "b.log"), _on("delete", "a.log"), _on("compress", "b.log.1"),
+        _w("a.log", [b"\xc6\x8a\xf9&\x91\xfb*\x033\xfd5%<\x7f\xcbd\xe8\xb7", b"\xaf"]),
+        _on("delete", "b.log.1.gz"), _on("rotate_rename", "a.log"), _w("a.log", [b""], cut=1)), 64 * 1024, 3),
 }
 
 
