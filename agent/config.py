@@ -63,12 +63,12 @@ class BoshConfig:
 @dataclass
 class BatchConfig:
     max_docs: int = 8000
-    max_bytes: int = 4 * 1024 * 1024
+    max_bytes: int = 2 * 1024 * 1024
     # Short, so a line is searchable within about a second plus the index refresh interval.
     flush_interval_s: float = 0.5
     concurrency: int = 2
     # Bytes read but not yet acknowledged; readers pause when it is reached.
-    max_inflight_bytes: int = 16 * 1024 * 1024
+    max_inflight_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass
