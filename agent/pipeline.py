@@ -17,7 +17,7 @@ import uuid
 from agent import __version__, encode, health, log, metrics, offsets, registry, send
 from agent.ack import Acker
 from agent.batch import Batch, Budget
-from agent.config import Config, FormatRule, MultilineConfig
+from agent.config import Config, MultilineConfig
 from agent.discover import Discovery, glob_regex
 from agent.encode import FileEncoder
 from agent.formats import FORMATS, Extract

@@ -119,20 +119,16 @@ def start(heap: str = "512m", timeout_s: float = 120.0) -> Node:
         "-Ecluster.routing.allocation.disk.threshold_enabled=false",
         "-Eaction.destructive_requires_name=false",
     ]
-    preexec = None
+    user = None
     if os.geteuid() == 0:  # Elasticsearch refuses to run as root.
         user = _ensure_user()
         for p in [workdir, *workdir.rglob("*")]:
             os.chown(p, user.pw_uid, user.pw_gid)
-
-        def preexec() -> None:  # noqa: F811 - runs in the child
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-
         env["HOME"] = str(workdir)
     out = open(workdir / "stdout.log", "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec, cwd=workdir)
+    drop = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[]) if user else {}
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, **drop)
     node = Node(url=f"http://127.0.0.1:{http_port}", workdir=workdir, proc=proc)
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
