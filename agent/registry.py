@@ -6,7 +6,6 @@ the registry never runs ahead of what is indexed: a crash replays, it never skip
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -82,7 +81,8 @@ def save(state_dir: str, entries: dict[str, Entry], forget_after_s: float, now: 
         del entries[fid]
     path = path_in(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = orjson.dumps({"version": VERSION, "entries": [dataclasses.asdict(e) for e in entries.values()]})
+    # orjson writes dataclasses natively: far cheaper than asdict() for thousands of entries.
+    data = orjson.dumps({"version": VERSION, "entries": list(entries.values())})
     tmp = path.with_name(FILENAME + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
