@@ -96,14 +96,17 @@ def wait_caught_up(state: Path, files: list[Path], timeout: float = 60) -> None:
 
 
 def count(es: Elasticsearch, index: str, query: dict | None = None) -> int:
-    es.indices.refresh(index=index, ignore_unavailable=True)
     if not es.indices.exists(index=index):
         return 0
+    # An index the agent has just created may not have its shard started yet (search 503).
+    es.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
+    es.indices.refresh(index=index)
     return es.count(index=index, query=query or {"match_all": {}})["count"]
 
 
 def all_messages(es: Elasticsearch, index: str, fields: list[str] | None = None) -> list[dict]:
     """Every document's _source (selected fields), by scrolling with search_after."""
+    es.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
     es.indices.refresh(index=index)
     out, after = [], None
     while True:
