@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests drive for real, the Elasticsearch artifact, the bosh CLI.
 deps: $(STAMP)
-	@missing=""; for c in logrotate:logrotate ruby:ruby nginx:nginx-light mvn:maven java:openjdk-17-jre-headless; do \
+	@missing=""; for c in logrotate:logrotate ruby:ruby nginx:nginx-light openssl:openssl setpriv:util-linux mvn:maven java:openjdk-17-jre-headless; do \
 	  command -v $${c%%:*} >/dev/null || [ -x /usr/sbin/$${c%%:*} ] || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 	$(PY) -m tests.support.esnode fetch
