@@ -243,6 +243,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("batch.max_inflight_bytes: must be at least batch.max_bytes")
     if cfg.reader.max_line_bytes < 16:
         raise ConfigError("reader.max_line_bytes: must be at least 16")
+    if cfg.reader.close_removed_after_s < cfg.reader.idle_flush_s:
+        raise ConfigError("reader.close_removed_after_s: must be at least reader.idle_flush_s, so a removed "
+                          "file's last partial line is shipped by the idle flush rather than cut at close")
     if cfg.reader.chunk_bytes < 4096:
         raise ConfigError("reader.chunk_bytes: must be at least 4096")
     if cfg.dead_letter.kind not in ("index", "file"):

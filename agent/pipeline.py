@@ -185,8 +185,7 @@ class Agent:
             if self.reader.sources.get(fid) is not src:
                 progressed = True  # rotated: its successor is active already
                 continue
-            frames = self.reader.at_end(src, now)
-            if frames is not None:
+            for frames in self.reader.at_end(src, now):
                 self._add(src, frames, None, read_time)
             if src.fid in self.reader.sources and not self.reader.needs_attention(src):
                 self.reader.active.discard(fid)

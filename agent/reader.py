@@ -420,22 +420,19 @@ class Reader:
                 h = Head.of(head)
                 e.head_len, e.head_hash = h.length, h.hash
 
-    def at_end(self, src: Source, now: float) -> Frames | None:
-        """Called when `src` has nothing more to read now: idle flushes and closing."""
+    def at_end(self, src: Source, now: float) -> list[Frames]:
+        """Called when `src` has nothing more to read now: idle flushes and closing. Each flush
+        is its own Frames: merging two would lose the second one's offsets and flags."""
         idle = now - src.last_data_at
-        frames = None
+        out = []
         if src.framer.partial and (src.final or idle >= self.cfg.idle_flush_s):
-            frames = src.framer.flush()
+            out.append(src.framer.flush())
         elif src.framer.multiline_due(now):
-            frames = src.framer.flush(partial=False)
+            out.append(src.framer.flush(partial=False))
         if not src.live and (src.final or idle >= self.cfg.close_removed_after_s):
-            more = src.framer.flush()
-            if frames is None:
-                frames = more
-            else:
-                frames.lines += more.lines  # pragma: no cover - both pending only with multiline
+            out.append(src.framer.flush())
             self._finish(src)
-        return frames
+        return out
 
     def _finish(self, src: Source) -> None:
         src.close()

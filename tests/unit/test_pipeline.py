@@ -1,0 +1,52 @@
+"""The loop's pass over one file: every event read reaches the batch with its own offset."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+import pytest
+
+from agent import pipeline
+from agent.config import Config, ConfigError, FormatRule, MultilineConfig, from_dict
+
+
+def _agent(tmp_path, **reader) -> pipeline.Agent:
+    cfg = Config()
+    cfg.inputs.root = str(tmp_path / "log")
+    cfg.state_dir = str(tmp_path / "state")
+    cfg.health.enabled = False
+    for k, v in reader.items():
+        setattr(cfg.reader, k, v)
+    cfg.formats = [FormatRule(glob="**", format="raw", multiline=MultilineConfig(start="^START", timeout_s=0.1))]
+    return pipeline.Agent(cfg)
+
+
+def _documents(body: bytearray) -> list[tuple[int, str]]:
+    lines = bytes(body).split(b"\n")[:-1]
+    return [(d["log.offset"], d["message"]) for d in map(orjson.loads, lines[1::2])]
+
+
+def test_removed_file_closing_ships_a_due_event_and_the_partial_line_both(tmp_path):
+    """A renamed-away file closed while a multiline event is due and a partial line waits:
+    both are events of their own (two flushes merged into one once lost the second's offset)."""
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    path = job / "x.log"
+    path.write_bytes(b"START one\n cont\nSTART two")
+    agent = _agent(tmp_path, idle_flush_s=30.0, close_removed_after_s=0.2)
+    agent.reader.start(agent.discovery.scan())
+    agent._pump()
+    os.rename(path, job / "x.log.1")
+    agent.reader.changed(str(path))
+    time.sleep(0.4)  # the event's timeout and the close delay pass; the idle flush does not
+    agent._pump()
+    assert _documents(agent.batch.body) == [(0, "START one\n cont"), (16, "START two")]
+    assert agent.batch.segments[-1].end == 25
+
+
+def test_a_removed_file_may_not_close_before_its_idle_flush():
+    with pytest.raises(ConfigError, match=r"^reader\.close_removed_after_s: must be at least reader\.idle_flush_s"):
+        from_dict({"reader": {"idle_flush_s": 5.0, "close_removed_after_s": 1.0}})
+    assert from_dict({"reader": {"idle_flush_s": 1.0, "close_removed_after_s": 1.0}}).reader.close_removed_after_s == 1.0
