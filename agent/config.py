@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from agent.formats import FORMATS
 
 
 class ConfigError(ValueError):
@@ -268,10 +271,6 @@ def _validate(cfg: Config) -> None:
 
 
 def _validate_rule(rule: FormatRule, where: str) -> None:
-    import re
-
-    from agent.formats import FORMATS
-
     if rule.format not in FORMATS:
         raise ConfigError(f"{where}.format: unknown format {rule.format!r} (known: {', '.join(sorted(FORMATS))})")
     ml = rule.multiline

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import threading
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -12,28 +11,7 @@ from watchdog.observers import Observer
 
 from agent import log
 from agent.config import InputsConfig
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """`**/` spans directories, `*` and `?` stay inside one path segment."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
+from agent.globs import glob_regex
 
 
 class Discovery(FileSystemEventHandler):

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import PurePosixPath
 
-from agent.config import MultilineConfig
 from agent.formats import bosh_dns, cc_nginx_access, cloud_controller, gorouter_access, lager, rfc3339, uaa
 from agent.formats._common import UNPARSED
 
-__all__ = ["FORMATS", "UNPARSED", "Extract", "default_rule", "raw", "auto"]
+__all__ = ["FORMATS", "UNPARSED", "Extract", "raw", "auto"]
 
 Extract = Callable[[bytes], "tuple[str | None, bytes]"]
 
@@ -67,38 +65,3 @@ FORMATS: dict[str, Extract] = {
     "bosh_dns": _never_raises(bosh_dns.extract),
     "rfc3339": _never_raises(rfc3339.extract),
 }
-
-# A UAA event starts with its bracketed time; stack-trace lines do not.
-UAA_MULTILINE_START = r"^\[\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}"
-
-# Jobs whose *.stdout.log / *.stderr.log are lager JSON (Diego, routing, networking, CAPI Go parts).
-_LAGER_JOBS = frozenset({
-    "gorouter", "rep", "garden", "bbs", "auctioneer", "route_emitter", "locket", "file_server", "ssh_proxy",
-    "routing-api", "tcp_router", "route_registrar", "cc_uploader", "tps", "silk-daemon", "silk-controller",
-    "silk-cni", "vxlan-policy-agent", "policy-server", "policy-server-internal", "netmon", "service-discovery-controller",
-    "bosh-dns-adapter", "cfdot", "nats", "loggr-udp-forwarder",
-})  # fmt: skip
-_CC_JOBS = frozenset({"cloud_controller_ng", "cloud_controller_worker", "cloud_controller_clock", "cc_deployment_updater"})
-
-
-def default_rule(relpath: str) -> tuple[str, MultilineConfig | None]:
-    """Built-in (format, multiline) for a path relative to the log root, e.g. 'gorouter/access.log'."""
-    parts = PurePosixPath(relpath.lstrip("/")).parts
-    if parts and parts[0] == ".":
-        parts = parts[1:]
-    if not parts:
-        return "auto", None
-    job, name = parts[0], parts[-1]
-    if job == "gorouter" and name == "access.log":
-        return "gorouter_access", None
-    if job in _CC_JOBS and name.startswith(job) and name.endswith(".log"):
-        return "cloud_controller", None
-    if (job == "nginx_cc" and name == "nginx.access.log") or (job in _CC_JOBS and name == "nginx-access.log"):
-        return "cc_nginx_access", None
-    if job == "uaa" and name in ("uaa.log", "uaa_events.log"):
-        return "uaa", MultilineConfig(start=UAA_MULTILINE_START)
-    if job == "bosh-dns" and name.startswith("bosh_dns"):
-        return "bosh_dns", None
-    if job in _LAGER_JOBS and name.endswith(".stdout.log"):
-        return "lager", None
-    return "auto", None

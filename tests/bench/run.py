@@ -191,8 +191,9 @@ def build_bodies(root: Path, index: str, max_bytes: int = 4 * 2**20) -> tuple[li
     """The agent's own documents for this corpus (same encoder, rules and framer), pre-built."""
     from agent import encode
     from agent.encode import FileEncoder
-    from agent.formats import FORMATS, default_rule
+    from agent.formats import FORMATS
     from agent.frame import Framer
+    from agent.rules import default_rule
     meta = encode.metadata({"host.name": "bench", "host.ip": "10.0.0.12", "agent.name": "log-shipper",
                             "agent.type": "log-shipper", "agent.version": "bench", "agent.id": "bench"},
                            {"bosh.director": "test-director", "bosh.deployment": "cf", "bosh.instance.group": "router",
@@ -202,7 +203,8 @@ def build_bodies(root: Path, index: str, max_bytes: int = 4 * 2**20) -> tuple[li
     now = encode.read_time()
     for i, p in enumerate(files_of(root)):
         rel = str(p.relative_to(root))
-        fmt, ml = default_rule(rel)
+        rule = default_rule(rel)
+        fmt, ml = rule.format, rule.multiline
         enc = FileEncoder(index, "direct%02d" % i, str(p), rel.split("/")[0], meta, None if fmt == "raw" else FORMATS[fmt])
         fr = Framer(0, 32 * 1024, ml)
         with open(p, "rb") as f:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config import from_dict
+from agent.rules import default_rule
 from agent.formats import (
     FORMATS,
     UNPARSED,
@@ -15,7 +16,6 @@ from agent.formats import (
     bosh_dns,
     cc_nginx_access,
     cloud_controller,
-    default_rule,
     gorouter_access,
     lager,
     rfc3339,
@@ -351,8 +351,9 @@ def test_uaa_rfc3339_microseconds_and_stack_trace():
 
 
 def test_uaa_default_rule_joins_stack_traces():
-    fmt, ml = default_rule("uaa/uaa.log")
-    assert fmt == "uaa" and ml is not None and ml.start
+    rule = default_rule("uaa/uaa.log")
+    ml = rule.multiline
+    assert rule.format == "uaa" and ml is not None and ml.start
     import re
 
     start = re.compile(ml.start.encode())
@@ -361,7 +362,7 @@ def test_uaa_default_rule_joins_stack_traces():
     assert not start.match(b"\tat org.cloudfoundry.identity.uaa.X.y(X.java:1)")
     assert not start.match(b"Caused by: java.io.IOException")
     # The rule is valid config as written.
-    from_dict({"formats": [{"glob": "uaa/uaa.log", "format": fmt, "multiline": {"start": ml.start}}]})
+    from_dict({"formats": [{"glob": "uaa/uaa.log", "format": rule.format, "multiline": {"start": ml.start}}]})
 
 
 # bosh-dns, from cf-networking-onboarding (bosh-utils logger, Go LstdFlags time).
@@ -445,9 +446,9 @@ def test_time_helpers_are_exact():
     ],
 )
 def test_default_rule(relpath, fmt):
-    got, ml = default_rule(relpath)
-    assert got == fmt and got in FORMATS
-    assert (ml is not None) == (fmt == "uaa")
+    rule = default_rule(relpath)
+    assert rule.format == fmt and rule.format in FORMATS
+    assert (rule.multiline is not None) == (fmt == "uaa")
 
 
 # The modules' own functions, without the registry's exception backstop: a parser bug must fail here.
