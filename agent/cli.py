@@ -50,11 +50,13 @@ def run(config_path: str) -> None:
     """Run the agent until SIGTERM or SIGINT, then flush and save offsets."""
     import signal
 
-    from agent.pipeline import Agent
+    from agent.pipeline import Agent, tune_malloc
 
     cfg = _load(config_path)
+    tune_malloc()
     try:
         agent = Agent(cfg)
+        agent.start()
     except OSError as e:
         if e.filename is None:  # the health endpoint could not listen
             raise click.ClickException(

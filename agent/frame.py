@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.config import MultilineConfig
@@ -33,13 +34,14 @@ class Frames:
 
 
 class Framer:
-    def __init__(self, offset: int, max_line_bytes: int, multiline: MultilineConfig | None = None):
+    def __init__(self, offset: int, max_line_bytes: int, multiline: MultilineConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.max_line = max_line_bytes
         self.partial = b""
         self.partial_at = offset  # file offset of partial's first byte
         self.discarding = False  # inside an overlong line, dropping bytes up to its newline
         self.committable = offset
-        self.ml = _Multiline(multiline) if multiline else None
+        self.ml = _Multiline(multiline, clock) if multiline else None
 
     @property
     def next_offset(self) -> int:
@@ -129,8 +131,9 @@ def _offsets(start: int, lines: list[bytes]) -> list[int]:
 
 
 class _Multiline:
-    def __init__(self, cfg: MultilineConfig):
+    def __init__(self, cfg: MultilineConfig, clock: Callable[[], float]):
         self.cfg = cfg
+        self.clock = clock
         self.start_re = re.compile(cfg.start.encode()) if cfg.start else None
         self.cont_re = re.compile(cfg.continuation.encode()) if cfg.continuation else None
         self.lines: list[bytes] = []  # the open event's lines
@@ -163,7 +166,7 @@ class _Multiline:
             self.lines, self.at, self.size = [line], offsets[i], len(line)
             self.truncated = TRUNCATED in frames.flags.get(i, ())
         if frames.lines:
-            self.last_line_at = time.monotonic()
+            self.last_line_at = self.clock()
         if final:
             self._emit(out)
         if self.lines:

@@ -2,7 +2,9 @@
 
 Reading, framing, encoding and acknowledging happen on this one thread; only `_bulk`
 requests run on sender threads, which hand finished batches back through a queue. So
-the registry entries have a single owner and need no locks.
+the registry entries have a single owner and need no locks. Each turn takes every due
+file once through the steps in order: the reader's bytes, this file's framer, its
+encoder, the batch.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ import threading
 import time
 import uuid
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from agent import __version__, encode, health, log, metrics, offsets, registry, send
 from agent.ack import Acker
 from agent.batch import Batch, Budget
-from agent.config import Config, MultilineConfig
-from agent.discover import Discovery, glob_regex
+from agent.config import Config
+from agent.discover import Discovery
 from agent.encode import FileEncoder
-from agent.formats import FORMATS, Extract
+from agent.formats import FORMATS
 from agent.frame import Framer, Frames
-from agent.reader import Chunk, Reader, Source
+from agent.reader import Chunk, Reader
+from agent.rules import Rules
+from agent.source import Source
 
 CHUNKS_PER_TURN = 4  # per file, before the next file gets its turn
 
@@ -58,24 +65,41 @@ def agent_id(state_dir: str) -> str:
         return aid
 
 
+@dataclass
+class Stream:
+    """The loop's side of one file being read: its framer, its encoder, and how far its
+    bytes are counted in the volume figures."""
+
+    fid: str
+    path: str
+    job: str
+    framer: Framer
+    counted_to: int
+    encoder: FileEncoder | None = None
+
+
+# Given the agent's callback for settled batches, the sender (a stand-in in model tests).
+MakeSender = Callable[[Callable[[Batch], None]], "send.Sender"]
+
+
 class Agent:
-    def __init__(self, cfg: Config):
-        tune_malloc()
+    def __init__(self, cfg: Config, make_sender: MakeSender | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
+        self.clock = clock
         os.makedirs(cfg.state_dir, exist_ok=True)
         self.entries = registry.load(cfg.state_dir)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.discovery = Discovery(cfg.inputs, self.wake)
-        self.reader = Reader(cfg.reader, self.entries, self._framer, self.discovery.job_of)
+        self.reader = Reader(cfg.reader, self.entries, self.discovery.job_of, clock)
         self.acker = Acker(self.entries, cfg.state_dir, cfg.registry.forget_after_s)
         self.budget = Budget(cfg.batch.max_inflight_bytes)
-        self.es = send.client(cfg.elasticsearch)
-        self.sender = send.Sender(cfg, self.es, self._on_done)
+        self.sender = (make_sender or self._sender)(self._on_done)
         self.acked: queue.SimpleQueue[Batch] = queue.SimpleQueue()
-        self.batch = Batch()
-        self.encoders: dict[str, FileEncoder] = {}
-        self.rules = [(glob_regex(r.glob), r) for r in cfg.formats]
+        self.batch = Batch(started=clock())
+        self.streams: dict[str, Stream] = {}
+        self.rules = Rules(cfg.formats)
         self.vm_meta = encode.metadata(
             {"host.name": socket.gethostname(), "host.ip": cfg.bosh.ip, "agent.name": "log-shipper",
              "agent.type": "log-shipper", "agent.version": __version__, "agent.id": agent_id(cfg.state_dir)},
@@ -83,9 +107,13 @@ class Agent:
              "bosh.deployment": cfg.bosh.deployment, "bosh.instance.group": cfg.bosh.instance_group,
              "bosh.instance.index": cfg.bosh.index, "bosh.instance.id": cfg.bosh.id, "bosh.instance.az": cfg.bosh.az},
         )
-        metrics.INFLIGHT_LIMIT.set(cfg.batch.max_inflight_bytes)
-        self.started_at = time.time()
-        self.health = health.HealthServer(cfg.health, self.offsets, self.problems) if cfg.health.enabled else None
+        self.health: health.HealthServer | None = None
+        now = clock()
+        self.next_rescan = now + cfg.reader.rescan_interval_s
+        self.next_checkpoint = now + cfg.registry.flush_interval_s
+
+    def _sender(self, on_done: Callable[[Batch], None]) -> send.Sender:
+        return send.Sender(self.cfg, send.client(self.cfg.elasticsearch), on_done)
 
     def offsets(self) -> list[offsets.FileOffset]:
         return offsets.view(list(self.entries.values()))
@@ -96,135 +124,192 @@ class Agent:
         stuck = time.time() - since if self.sender.in_flight else 0.0
         return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck)
 
-    # -- per-file choices -------------------------------------------------------------
+    # -- start, run, stop ---------------------------------------------------------------
 
-    def _rule(self, path: str) -> tuple[str, MultilineConfig | None]:
-        rel = self.discovery.relpath(path)
-        for regex, rule in self.rules:
-            if regex.match(rel):
-                return rule.format, rule.multiline
-        from agent import formats
-
-        default = getattr(formats, "default_rule", None)
-        return default(rel) if default else ("raw", None)
-
-    def _framer(self, path: str, offset: int) -> Framer:
-        return Framer(offset, self.cfg.reader.max_line_bytes, self._rule(path)[1])
-
-    def _encoder(self, src: Source) -> FileEncoder:
-        enc = self.encoders.get(src.fid)
-        if enc is None:
-            fmt = self._rule(src.path)[0]
-            extract: Extract | None = None if fmt == "raw" else FORMATS[fmt]
-            enc = FileEncoder(self.cfg.target.name, src.fid, src.path, self.discovery.job_of(src.path), self.vm_meta, extract)
-            self.encoders[src.fid] = enc
-        return enc
-
-    # -- the loop ---------------------------------------------------------------------
-
-    def run(self) -> None:
+    def start(self, watch: bool = True) -> None:
+        """Open what the loop needs: the health endpoint (raises OSError if its port is taken),
+        file events (`watch`), the first scan matched to the registry, the senders."""
         log.info("start", "log-shipper starting", version=__version__, root=self.cfg.inputs.root,
                  hosts=[send.redact(h) for h in self.cfg.elasticsearch.hosts], target=self.cfg.target.name,
                  known_files=len(self.entries))
-        if self.health is not None:
+        metrics.INFLIGHT_LIMIT.set(self.cfg.batch.max_inflight_bytes)
+        if self.cfg.health.enabled:
+            self.health = health.HealthServer(self.cfg.health, self.offsets, self.problems)
             self.health.start()
-        self.discovery.start()
+        if watch:
+            self.discovery.start()
         self.reader.start(self.discovery.scan())
         self.sender.start()
-        now = time.monotonic()
-        next_rescan = now + self.cfg.reader.rescan_interval_s
-        next_checkpoint = now + self.cfg.registry.flush_interval_s
+
+    def run(self) -> None:
+        """Turn until stopped, waiting for file events or acknowledgements when idle; then shut down."""
         while not self.stopping.is_set():
-            self._settle_acks()
-            now = time.monotonic()
-            if self.discovery.rescan_requested or now >= next_rescan:
-                self.discovery.rescan_requested = False
-                self.reader.sync(self.discovery.scan())
-                next_rescan = now + self.cfg.reader.rescan_interval_s
-            for path in self.discovery.take_changed():
-                if path in self.reader.by_path or self.discovery.matches(path):
-                    self.reader.changed(path)
-            progressed = self._pump()
-            if self.batch.docs and time.monotonic() - self.batch.started >= self.cfg.batch.flush_interval_s:
-                self._submit()
-            elif not self.batch.docs and self.batch.segments:
-                self._submit()
-            if time.monotonic() >= next_checkpoint:
-                self.acker.checkpoint()
-                next_checkpoint = time.monotonic() + self.cfg.registry.flush_interval_s
-            metrics.INFLIGHT_BYTES.set(self.budget.used)
-            metrics.OPEN_FILES.set(len(self.reader.sources))
-            if not progressed:
-                self.wake.wait(0.25 if self.reader.active or self.batch.docs else 1.0)
+            if not self.turn():
+                self.wake.wait(0.25 if self.reader.due() or self.batch.docs else 1.0)
                 self.wake.clear()
-        self._shutdown()
+        self.shutdown()
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
 
-    def _pump(self) -> bool:
-        progressed = False
-        now = time.monotonic()
-        read_time = encode.read_time()
-        for fid in list(self.reader.active):
-            src = self.reader.sources.get(fid)
-            if src is None:
-                self.reader.active.discard(fid)
-                continue
-            for _ in range(CHUNKS_PER_TURN):
-                if not self.budget.room():
-                    return progressed
-                chunk = self.reader.read(src)
-                if chunk is None:
-                    break
-                self._add(src, src.framer.feed(chunk.data), chunk, read_time)
-                progressed = True
-            else:
-                continue  # more to read: stays active
-            if self.reader.sources.get(fid) is not src:
-                progressed = True  # rotated: its successor is active already
-                continue
-            for frames in self.reader.at_end(src, now):
-                self._add(src, frames, None, read_time)
-            if src.fid in self.reader.sources and not self.reader.needs_attention(src):
-                self.reader.active.discard(fid)
-            if fid not in self.reader.sources:
-                self.encoders.pop(fid, None)
-        while self.reader.pending_frames:
-            src, frames = self.reader.pending_frames.pop(0)
-            self._add(src, frames, None, read_time)
+    def turn(self) -> bool:
+        """One turn of the loop: settle acknowledgements, discover, take every due file once
+        through read -> frame -> encode -> batch, send a batch that is due, checkpoint when
+        due. True when anything was read or framed."""
+        self._settle_acks()
+        now = self.clock()
+        if self.discovery.rescan_requested or now >= self.next_rescan:
+            self.discovery.rescan_requested = False
+            self.reader.sync(self.discovery.scan())
+            self.next_rescan = now + self.cfg.reader.rescan_interval_s
+        for path in self.discovery.take_changed():
+            if self.reader.knows(path) or self.discovery.matches(path):
+                self.reader.changed(path)
+        progressed = self._read_files()
+        if self.batch.docs and self.clock() - self.batch.started >= self.cfg.batch.flush_interval_s:
+            self.flush_batch()
+        elif not self.batch.docs and self.batch.segments:
+            self.flush_batch()
+        if self.clock() >= self.next_checkpoint:
+            self.acker.checkpoint()
+            self.next_checkpoint = self.clock() + self.cfg.registry.flush_interval_s
+        metrics.INFLIGHT_BYTES.set(self.budget.used)
+        metrics.OPEN_FILES.set(len(self.reader.sources))
         return progressed
 
-    def _add(self, src: Source, frames: Frames, chunk: Chunk | None, read_time: bytes) -> None:
+    def shutdown(self, grace_s: float = 20.0) -> None:
+        """Send what was read, wait for it to be acknowledged, save offsets."""
+        if self.batch.docs or self.batch.segments:
+            self.flush_batch()
+        deadline = time.monotonic() + grace_s
+        while self.sender.in_flight and time.monotonic() < deadline:
+            self._settle_acks()
+            time.sleep(0.05)
+        self.close()
+
+    def close(self) -> None:
+        """Save what is acknowledged and let go of threads, watches, files and the endpoint."""
+        self._settle_acks()
+        self.acker.checkpoint(force=True)
+        self.sender.stop()
+        self.discovery.stop()
+        self.reader.close_all()
+        if self.health is not None:
+            self.health.stop()
+        log.info("stop", "log-shipper stopped; offsets saved", unacknowledged_batches=self.sender.in_flight)
+
+    # -- one file's pass: read -> frame -> encode -> batch --------------------------------
+
+    def _read_files(self) -> bool:
+        progressed = False
+        now = self.clock()
+        read_time = encode.read_time()
+        for fid in self.reader.due():
+            if not self.budget.room():
+                break
+            progressed |= self._read_file(fid, now, read_time)
+        return progressed
+
+    def _read_file(self, fid: str, now: float, read_time: bytes) -> bool:
+        """Up to CHUNKS_PER_TURN chunks of one file into the batch, then what its end calls
+        for: idle flushes, and closing a drained file. Stops when the budget is spent."""
+        src = self.reader.source(fid)
+        if src is None:
+            self.reader.rest(fid)
+            return False
+        stream = self._stream(src)
+        progressed = False
+        for _ in range(CHUNKS_PER_TURN):
+            if not self.budget.room():
+                return progressed
+            chunk = self.reader.read(fid)
+            if chunk is None:
+                break
+            self._add(stream, stream.framer.feed(chunk.data), chunk, read_time)
+            progressed = True
+        else:
+            return progressed  # more to read: stays due
+        for ended in self.reader.take_ended():
+            self._ended(ended, read_time)
+        if self.reader.source(fid) is not src:
+            return True  # rotated: it continues in its copy, and its successor is due already
+        self._at_end(src, stream, now, read_time)
+        return progressed
+
+    def _at_end(self, src: Source, stream: Stream, now: float, read_time: bytes) -> None:
+        """Nothing more to read of `src` now: flush an idle partial line or a timed-out event,
+        close it if drained, and let it rest unless something is pending."""
+        framer = stream.framer
+        if framer.partial and (src.final or now - src.last_data_at >= self.cfg.reader.idle_flush_s):
+            self._add(stream, framer.flush(), None, read_time)
+        elif framer.multiline_due(now):
+            self._add(stream, framer.flush(partial=False), None, read_time)
+        if self.reader.drained(src, now):
+            self._add(stream, framer.flush(), None, read_time)  # each flush its own Frames: offsets kept
+            self.reader.finish(src)
+            del self.streams[src.fid]
+        elif src.live and not framer.has_pending():
+            self.reader.rest(src.fid)
+
+    def _ended(self, fid: str, read_time: bytes) -> None:
+        """The file's content ended under the reader (rotated away, the rest lost): what its
+        framer holds is complete."""
+        stream = self.streams.pop(fid, None)
+        if stream is not None:
+            frames = stream.framer.flush()
+            if len(frames):
+                self._add(stream, frames, None, read_time)
+
+    def _stream(self, src: Source) -> Stream:
+        """The fid's stream, begun where its source is when first seen (a copy that continues
+        a file keeps the file's stream, partial line included)."""
+        stream = self.streams.get(src.fid)
+        if stream is None:
+            rule = self.rules.of(self.discovery.relpath(src.path))
+            framer = Framer(src.pos, self.cfg.reader.max_line_bytes, rule.multiline, self.clock)
+            stream = Stream(src.fid, src.path, self.discovery.job_of(src.path), framer, src.pos)
+            self.streams[src.fid] = stream
+        return stream
+
+    def _encoder(self, stream: Stream) -> FileEncoder:
+        if stream.encoder is None:
+            fmt = self.rules.of(self.discovery.relpath(stream.path)).format
+            stream.encoder = FileEncoder(self.cfg.target.name, stream.fid, stream.path, stream.job, self.vm_meta,
+                                         None if fmt == "raw" else FORMATS[fmt])
+        return stream.encoder
+
+    def _add(self, stream: Stream, frames: Frames, chunk: Chunk | None, read_time: bytes) -> None:
         batch = self.batch
-        job = self.discovery.job_of(src.path)
-        seg = batch.segment_for(src.fid, job)
+        seg = batch.segment_for(stream.fid, stream.job)
         if frames.lines:
             if not batch.docs:
-                batch.started = time.monotonic()
+                batch.started = self.clock()
             before = len(batch.body)
-            self._encoder(src).encode(frames, read_time, batch.body)
+            self._encoder(stream).encode(frames, read_time, batch.body)
             grown = len(batch.body) - before
             self.budget.take(grown)
             batch.budgeted += grown
             batch.docs += len(frames)
             seg.lines += len(frames)
-            metrics.LINES_READ.labels(job).inc(len(frames))
-        end = src.framer.committable
-        if end > src.counted_to:
+            metrics.LINES_READ.labels(stream.job).inc(len(frames))
+        end = stream.framer.committable
+        if end > stream.counted_to:
             # File bytes, newlines included, so volume figures add up to file sizes.
-            seg.bytes += end - src.counted_to
-            metrics.BYTES_READ.labels(job).inc(end - src.counted_to)
-            src.counted_to = end
+            seg.bytes += end - stream.counted_to
+            metrics.BYTES_READ.labels(stream.job).inc(end - stream.counted_to)
+            stream.counted_to = end
         if end != seg.end:
             seg.end = end
-            seg.tail = self.reader.tail_of(src, chunk, end)
+            seg.tail = self.reader.tail_of(stream.fid, chunk, end)
         if batch.docs >= self.cfg.batch.max_docs or len(batch.body) >= self.cfg.batch.max_bytes:
-            self._submit()
+            self.flush_batch()
 
-    def _submit(self) -> None:
-        batch, self.batch = self.batch, Batch()
+    # -- batches out, acknowledgements back -------------------------------------------
+
+    def flush_batch(self) -> None:
+        """Send the batch being filled (or, with only offsets moved, acknowledge it at once)."""
+        batch, self.batch = self.batch, Batch(started=self.clock())
         self.acker.track(batch)
         if batch.docs:
             self.sender.submit(batch)
@@ -244,20 +329,3 @@ class Agent:
                 return
             self.acker.done(batch)
             self.budget.give_back(batch.budgeted)
-
-    def _shutdown(self, grace_s: float = 20.0) -> None:
-        """Send what was read, wait for it to be acknowledged, save offsets."""
-        if self.batch.docs or self.batch.segments:
-            self._submit()
-        deadline = time.monotonic() + grace_s
-        while self.sender.in_flight and time.monotonic() < deadline:
-            self._settle_acks()
-            time.sleep(0.05)
-        self._settle_acks()
-        self.acker.checkpoint(force=True)
-        self.sender.stop()
-        self.discovery.stop()
-        self.reader.close_all()
-        if self.health is not None:
-            self.health.stop()
-        log.info("stop", "log-shipper stopped; offsets saved", unacknowledged_batches=self.sender.in_flight)

@@ -1,87 +1,78 @@
-"""Read files: open by identity, follow rotation, hand chunks to the framer.
+"""Read files: which file a path is, where its content went, and its next bytes.
 
-One `Source` per file being read. A live source sits at a discovered path; when its file
-is renamed away or deleted it stays open (draining) until idle; when it is truncated under
-us (logrotate copytruncate), the rest of its old content is read from the rotated copy,
-plain or gzipped, found by content. What cannot be found is counted as lost, never
-silently skipped.
+**Where a line is read.** The reader keeps the table of open files (one `Source` each, by
+fid), matches what it finds to registry entries, and makes the decisions of rotation: a
+live file renamed away or deleted stays open (draining) until idle; a file truncated under
+us (logrotate copytruncate) continues in its rotated copy, plain or gzipped, found by
+content (`rotation`). What cannot be found is counted as lost, never silently skipped.
+
+It hands out bytes (`Chunk`) and the fact that a file's content has ended (`take_ended`);
+framing them into lines is the loop's step, not the reader's.
 """
 
 from __future__ import annotations
 
 import errno
-import gzip
 import os
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from agent import identity, log, metrics
+from agent import identity, log, metrics, rotation
 from agent.config import ReaderConfig
-from agent.frame import Framer, Frames
 from agent.identity import Head
 from agent.registry import Entry
-
-# (path, offset) -> a framer with that file's line limit and multiline rule.
-MakeFramer = Callable[[str, int], Framer]
-
-
-@dataclass
-class Source:
-    fid: str
-    path: str  # where its lines were written (log.file.path); copies keep the live name
-    live: bool
-    fd: int | None
-    gz: gzip.GzipFile | None
-    dev: int
-    ino: int
-    framer: Framer
-    final: bool = False  # a rotated copy: its content will not grow
-    size: int = 0
-    last_data_at: float = field(default_factory=time.monotonic)
-    reading_from: str = ""  # the path actually read, if not `path`
-    counted_to: int = -1  # file bytes up to here are counted in volume metrics
-
-    def __post_init__(self) -> None:
-        if self.counted_to < 0:
-            self.counted_to = self.framer.committable
-
-    @property
-    def pos(self) -> int:
-        return self.framer.next_offset
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.gz is not None:
-            self.gz.close()
-            self.gz = None
+from agent.source import GZIP_ERRORS, Source, open_copy
 
 
 @dataclass
 class Chunk:
-    src: Source
+    fid: str
     data: bytes
     base: int  # file offset of data[0]
 
 
 class Reader:
-    def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], make_framer: MakeFramer, job_of: Callable[[str], str]):
+    def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], job_of: Callable[[str], str],
+                 clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.entries = entries
-        self.make_framer = make_framer
         self.job_of = job_of
+        self.clock = clock
         self.sources: dict[str, Source] = {}
         self.by_path: dict[str, str] = {}  # live path -> fid
         self.empty: set[str] = set()  # live paths with no bytes yet: no identity until they have one
         self.unreadable: dict[str, str] = {}  # path -> error, retried on every rescan
-        self.active: set[str] = set()  # fids that may have unread bytes
+        self._due: set[str] = set()  # fids that may have unread bytes
+        self._ended: list[str] = []  # fids whose content ended under us (rotated away, lost)
         self._since: dict[str, float] = {}  # live path -> last write of the newest rotated generation read
         self._full_warned = False
-        # Events flushed out of band (a partial line whose rest was rotated away).
-        self.pending_frames: list[tuple[Source, Frames]] = []
+
+    # -- what the loop asks -----------------------------------------------------------
+
+    def due(self) -> list[str]:
+        """Fids that may have bytes to read, or pending work at their end."""
+        return list(self._due)
+
+    def rest(self, fid: str) -> None:
+        """Nothing to do for `fid` until an event or rescan says so."""
+        self._due.discard(fid)
+
+    def source(self, fid: str) -> Source | None:
+        return self.sources.get(fid)
+
+    def knows(self, path: str) -> bool:
+        return path in self.by_path
+
+    def take_ended(self) -> list[str]:
+        """Fids whose content ended under the reader (truncated with no copy to finish from):
+        their last partial line or open event is complete now."""
+        ended, self._ended = self._ended, []
+        return ended
+
+    def drained(self, src: Source, now: float) -> bool:
+        """A renamed-away or deleted file, read to its end, that may be closed."""
+        return not src.live and (src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
 
     # -- discovery --------------------------------------------------------------------
 
@@ -95,7 +86,7 @@ class Reader:
             if entry.fid not in matched and (not entry.gone or entry.offset < entry.size):
                 copy = self._resume_orphan(entry)
                 if copy is not None:
-                    self._unseen_copies(entry.path, _mtime(copy.reading_from))
+                    self._unseen_copies(entry.path, rotation.mtime(copy.reading_from))
 
     def sync(self, paths: list[str]) -> None:
         """A full rescan: every matching path, plus a look at every open live file."""
@@ -104,7 +95,7 @@ class Reader:
         for path in paths:
             if path not in self.by_path:
                 self.changed(path)
-        self.active.update(self.sources)
+        self._due.update(self.sources)
 
     def changed(self, path: str) -> None:
         fid = self.by_path.get(path)
@@ -112,7 +103,7 @@ class Reader:
             self._open_live(path)
             return
         src = self.sources[fid]
-        self.active.add(fid)
+        self._due.add(fid)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -127,7 +118,7 @@ class Reader:
     def _unlink_path(self, src: Source) -> None:
         src.live = False
         self.by_path.pop(src.path, None)
-        self.active.add(src.fid)
+        self._due.add(src.fid)
 
     def _open_live(self, path: str) -> None:
         if len(self.sources) >= self.cfg.max_open_files:
@@ -156,13 +147,12 @@ class Reader:
             return
         self.empty.discard(path)
         entry = self._match(path, fd, st, head)
-        src = Source(entry.fid, path, True, fd, None, st.st_dev, st.st_ino,
-                     self.make_framer(path, entry.offset), size=st.st_size)
+        src = Source(entry.fid, path, True, fd, None, st.st_dev, st.st_ino, entry.offset, self.clock(), size=st.st_size)
         entry.path, entry.size, entry.gone = path, st.st_size, False
         entry.updated_at = time.time()
         self.sources[entry.fid] = src
         self.by_path[path] = entry.fid
-        self.active.add(entry.fid)
+        self._due.add(entry.fid)
 
     def _match(self, path: str, fd: int, st: os.stat_result, head: bytes) -> Entry:
         """The registry entry this file continues, or a new one from offset 0."""
@@ -193,8 +183,7 @@ class Reader:
 
     def _resume_orphan(self, entry: Entry) -> Source | None:
         """A registry entry whose file is no longer at its path: find its copy, or count the loss."""
-        src = self._open_copy(entry.fid, entry.path, Head(entry.head_len, entry.head_hash), entry.offset,
-                              lambda: self.make_framer(entry.path, entry.offset))
+        src = self._open_copy(entry.fid, entry.path, Head(entry.head_len, entry.head_hash), entry.offset)
         if src is None:
             self._lost(entry, max(0, entry.size - entry.offset), entry.offset)
             entry.gone = True
@@ -207,13 +196,11 @@ class Reader:
         a new file; renamed away before we looked (`mtime` its last write), it is read from
         its start like any copy never seen live."""
         entry = self.entries[src.fid]
-        copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos, lambda: src.framer)
+        copy = self._open_copy(src.fid, src.path, Head(entry.head_len, entry.head_hash), src.pos)
         src.close()
         if copy is None:
             self._lost(entry, max(0, src.size - src.pos), src.pos)
-            frames = src.framer.flush()
-            if len(frames):
-                self.pending_frames.append((src, frames))
+            self._ended.append(src.fid)
             entry.gone = True
             self.sources.pop(src.fid, None)
         if src.live:
@@ -221,7 +208,7 @@ class Reader:
             self._open_live(src.path)
             if copy is None:
                 return
-            mtime = _mtime(copy.reading_from)
+            mtime = rotation.mtime(copy.reading_from)
         self._unseen_copies(src.path, mtime)
 
     def _unseen_copies(self, path: str, since: float) -> None:
@@ -232,18 +219,12 @@ class Reader:
         # Also back to the generation before: one that was still empty when its predecessor was
         # rotated, then filled and rotated before we looked again, is newer than that one only.
         since, self._since[path] = min(since, self._since.get(path, since)), since
-        directory, base = os.path.split(path)
-        try:
-            names = [n for n in os.listdir(directory) if n != base and n.startswith(base)]
-        except OSError:
-            return
-        known = [Head(e.head_len, e.head_hash) for e in self.entries.values() if e.path == path]
-        for name in sorted(names, key=lambda n: n.endswith(".gz")):  # plain first, as in _open_copy
-            cand = os.path.join(directory, name)
-            if _mtime(cand) < since:
+        known = rotation.known_heads(self.entries.values(), path)
+        for cand in rotation.plain_first(rotation.siblings(path)):
+            if rotation.mtime(cand) < since:
                 continue
             head = identity.path_head(cand, identity.HEAD_BYTES)
-            if not head or any(Head.of(head[: h.length]) == h for h in known):
+            if not head or rotation.begins_with_any(head, known):
                 continue
             try:
                 st = os.stat(cand)
@@ -256,44 +237,28 @@ class Reader:
                 pass
             entry = self._new_entry(path, st, head)
             entry.size = size
-            src = self._try_copy(entry.fid, path, cand, Head.of(head), 0, lambda: self.make_framer(path, 0))
+            src = open_copy(entry.fid, path, cand, Head.of(head), 0, self.clock())
             if src is None:
                 del self.entries[entry.fid]
                 continue
             known.append(Head.of(head))
             self.sources[entry.fid] = src
-            self.active.add(entry.fid)
+            self._due.add(entry.fid)
             log.info("rotated_unseen", "reading a rotated copy whose file was never seen live",
                      path=path, copy=cand)
 
-    def _open_copy(self, fid: str, path: str, head: Head, offset: int, framer: Callable[[], Framer]) -> Source | None:
-        directory, base = os.path.split(path)
-        try:
-            names = [n for n in os.listdir(directory) if n != base and n.startswith(base)]
-        except OSError:
-            return None
-        # The file itself first, if it was renamed: a short head (a young file) may also begin
-        # another generation. Then generations newest first (by their last write), and of one
-        # generation the plain copy first: logrotate deletes x.log.1 only once x.log.1.gz is
-        # complete.
+    def _open_copy(self, fid: str, path: str, head: Head, offset: int) -> Source | None:
         e = self.entries[fid]
-        written: dict[str, float] = {}
-        for n in names:
-            gen = n.removesuffix(".gz")
-            written[gen] = max(written.get(gen, 0.0), _mtime(os.path.join(directory, n)))
-        names.sort(key=lambda n: (_devino(os.path.join(directory, n)) != (e.dev, e.ino),
-                                  -written[n.removesuffix(".gz")], n.endswith(".gz")))
-        for name in names:
-            cand = os.path.join(directory, name)
-            if self._owned_by_other(fid, path, cand, head):
+        for cand in rotation.search_order(rotation.siblings(path), (e.dev, e.ino)):
+            if rotation.owned_by_other(self.entries.values(), fid, path, cand, head):
                 continue
-            src = self._try_copy(fid, path, cand, head, offset, framer)
+            src = open_copy(fid, path, cand, head, offset, self.clock())
             if src is not None:
                 old = self.sources.get(fid)
                 if old is not None and old is not src:
                     old.close()
                 self.sources[fid] = src
-                self.active.add(fid)
+                self._due.add(fid)
                 # The copy's size is the file's: a restart after a crash re-reads a finished
                 # (gone) copy only up to the entry's size.
                 e.size = max(e.size, src.size)
@@ -301,47 +266,6 @@ class Reader:
                          path=path, copy=cand, offset=offset)
                 return src
         return None
-
-    def _owned_by_other(self, fid: str, path: str, cand: str, head: Head) -> bool:
-        """Whether `cand` is another known file of `path`: it has another entry's inode and
-        head, or begins with another entry's longer head (a short head, of a young file, may
-        begin other generations too)."""
-        devino = _devino(cand)
-        data = None
-        for e in self.entries.values():
-            if e.fid == fid or e.path != path or not e.head_len:
-                continue
-            if (e.dev, e.ino) != devino and e.head_len <= head.length:
-                continue
-            if data is None:
-                data = identity.path_head(cand, identity.HEAD_BYTES) or b""
-            if Head.of(data[: e.head_len]) == Head(e.head_len, e.head_hash):
-                return True
-        return False
-
-    def _try_copy(self, fid: str, path: str, cand: str, head: Head, offset: int, framer) -> Source | None:
-        try:
-            if cand.endswith(".gz"):
-                gz = gzip.open(cand, "rb")
-                try:
-                    if Head.of(gz.read(head.length)) != head:
-                        gz.close()
-                        return None
-                    gz.seek(offset)
-                except (OSError, EOFError, zlib.error):
-                    gz.close()
-                    return None
-                st = os.stat(cand)
-                return Source(fid, path, False, None, gz, st.st_dev, st.st_ino, framer(), final=True, reading_from=cand)
-            fd = os.open(cand, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        if not identity.head_matches(fd, head):
-            os.close(fd)
-            return None
-        st = os.fstat(fd)
-        return Source(fid, path, False, fd, None, st.st_dev, st.st_ino, framer(), final=True,
-                      size=st.st_size, reading_from=cand)
 
     def _lost(self, entry: Entry, n: int, end: int) -> None:
         """Count [end, end + n) as lost; the entry's size becomes `end`, so a restart does
@@ -358,54 +282,60 @@ class Reader:
 
     # -- reading ----------------------------------------------------------------------
 
-    def read(self, src: Source) -> Chunk | None:
-        """The next chunk of `src`, or None at its end (after handling truncation/closing)."""
-        if src.gz is not None:
-            return self._read_gz(src)
+    def read(self, fid: str) -> Chunk | None:
+        """The next chunk of `fid`'s file, or None at its end (after handling truncation)."""
+        src = self.sources.get(fid)
+        if src is None:
+            return None
+        data = self._read_gz(src) if src.gz is not None else self._read_plain(src)
+        if not data:
+            return None
+        chunk = Chunk(fid, data, src.pos)
+        src.pos += len(data)
+        return chunk
+
+    def _read_plain(self, src: Source) -> bytes:
         try:
             st = os.fstat(src.fd)
         except OSError:
-            return None
+            return b""
         # The head is checked on every read of a live file, not only when it grows past the
         # size last seen: truncated and rewritten up to anywhere between our position and that
         # size (a reader that is behind), the file would otherwise be read on at the old offset.
         if st.st_size < src.pos or (not src.final and not self._head_ok(src)):
             if not src.final:  # a finished copy does not shrink; a live or moved file was truncated
                 self._truncated(src, st.st_mtime)
-            return None
+            return b""
         if st.st_size > src.size:
             src.size = st.st_size
             self.entries[src.fid].size = st.st_size
         if st.st_size == src.pos:
-            return None
-        base = src.pos
+            return b""
         try:
-            data = os.pread(src.fd, min(self.cfg.chunk_bytes, st.st_size - base), base)
+            data = src.pread(min(self.cfg.chunk_bytes, st.st_size - src.pos))
         except OSError as e:
             if e.errno != errno.EINTR:
                 log.warn("read_failed", "reading a log file failed; will retry", path=src.path, error=e.strerror)
-            return None
+            return b""
         if data and src.live and not self._head_ok(src):
             self._truncated(src, st.st_mtime)  # truncated between the check and the read: the data may be new
-            return None
+            return b""
         if data:
-            src.last_data_at = time.monotonic()
+            src.last_data_at = self.clock()
             self._grow_head(src)
-        return Chunk(src, data, base) if data else None
+        return data
 
-    def _read_gz(self, src: Source) -> Chunk | None:
-        base = src.pos
+    def _read_gz(self, src: Source) -> bytes:
         try:
-            data = src.gz.read(self.cfg.chunk_bytes)
-        except (OSError, EOFError, zlib.error) as e:
+            data = src.read_gz(self.cfg.chunk_bytes)
+        except GZIP_ERRORS as e:
             log.warn("gzip_unreadable", "rotated gzip copy is damaged; the rest of it is lost",
                      path=src.reading_from, error=str(e))
-            data = b""
+            return b""
         if data:
-            src.size = max(src.size, base + len(data))
+            src.size = max(src.size, src.pos + len(data))
             self.entries[src.fid].size = max(self.entries[src.fid].size, src.size)
-            return Chunk(src, data, base)
-        return None
+        return data
 
     def _head_ok(self, src: Source) -> bool:
         e = self.entries[src.fid]
@@ -420,40 +350,24 @@ class Reader:
                 h = Head.of(head)
                 e.head_len, e.head_hash = h.length, h.hash
 
-    def at_end(self, src: Source, now: float) -> list[Frames]:
-        """Called when `src` has nothing more to read now: idle flushes and closing. Each flush
-        is its own Frames: merging two would lose the second one's offsets and flags."""
-        idle = now - src.last_data_at
-        out = []
-        if src.framer.partial and (src.final or idle >= self.cfg.idle_flush_s):
-            out.append(src.framer.flush())
-        elif src.framer.multiline_due(now):
-            out.append(src.framer.flush(partial=False))
-        if not src.live and (src.final or idle >= self.cfg.close_removed_after_s):
-            out.append(src.framer.flush())
-            self._finish(src)
-        return out
-
-    def _finish(self, src: Source) -> None:
+    def finish(self, src: Source) -> None:
+        """Close a drained file: its entry is gone, what was read of it is the loop's."""
         src.close()
         if self.sources.get(src.fid) is src:
             del self.sources[src.fid]
-        self.active.discard(src.fid)
+        self._due.discard(src.fid)
         entry = self.entries.get(src.fid)
         if entry is not None:
             entry.gone = True
             entry.updated_at = time.time()
 
-    def needs_attention(self, src: Source) -> bool:
-        """Still worth a look without a new event: a pending partial line or event, or draining."""
-        return src.framer.has_pending() or not src.live
-
-    def tail_of(self, src: Source, chunk: Chunk | None, end: int) -> str:
+    def tail_of(self, fid: str, chunk: Chunk | None, end: int) -> str:
         """Hash of the bytes just before `end`, from the chunk when it has them."""
         lo = max(0, end - identity.TAIL_BYTES)
         if chunk is not None and lo >= chunk.base and end <= chunk.base + len(chunk.data):
             return identity.digest(chunk.data[lo - chunk.base : end - chunk.base])
-        fd = src.fd
+        src = self.sources.get(fid)
+        fd = src.fd if src is not None else None
         if fd is None or end <= 0:
             return ""
         n = min(identity.TAIL_BYTES, end)
@@ -465,18 +379,3 @@ class Reader:
     def close_all(self) -> None:
         for src in self.sources.values():
             src.close()
-
-
-def _devino(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (0, 0)
-    return (st.st_dev, st.st_ino)
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0

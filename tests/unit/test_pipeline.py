@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import orjson
 import pytest
@@ -12,7 +11,22 @@ from agent import pipeline
 from agent.config import Config, ConfigError, FormatRule, MultilineConfig, from_dict
 
 
-def _agent(tmp_path, **reader) -> pipeline.Agent:
+class _NoSender:
+    """Holds batches; nothing in these tests is acknowledged."""
+
+    in_flight = 0
+
+    def __init__(self, on_done):
+        self.batches = []
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, batch) -> None:
+        self.batches.append(batch)
+
+
+def _agent(tmp_path, clock, **reader) -> pipeline.Agent:
     cfg = Config()
     cfg.inputs.root = str(tmp_path / "log")
     cfg.state_dir = str(tmp_path / "state")
@@ -20,7 +34,8 @@ def _agent(tmp_path, **reader) -> pipeline.Agent:
     for k, v in reader.items():
         setattr(cfg.reader, k, v)
     cfg.formats = [FormatRule(glob="**", format="raw", multiline=MultilineConfig(start="^START", timeout_s=0.1))]
-    return pipeline.Agent(cfg)
+    cfg.batch.flush_interval_s = cfg.reader.rescan_interval_s = 1e9
+    return pipeline.Agent(cfg, _NoSender, clock)
 
 
 def _documents(body: bytearray) -> list[tuple[int, str]]:
@@ -35,13 +50,14 @@ def test_removed_file_closing_ships_a_due_event_and_the_partial_line_both(tmp_pa
     job.mkdir(parents=True)
     path = job / "x.log"
     path.write_bytes(b"START one\n cont\nSTART two")
-    agent = _agent(tmp_path, idle_flush_s=30.0, close_removed_after_s=0.2)
-    agent.reader.start(agent.discovery.scan())
-    agent._pump()
+    now = [0.0]
+    agent = _agent(tmp_path, lambda: now[0], idle_flush_s=30.0, close_removed_after_s=0.2)
+    agent.start(watch=False)
+    agent.turn()
     os.rename(path, job / "x.log.1")
-    agent.reader.changed(str(path))
-    time.sleep(0.4)  # the event's timeout and the close delay pass; the idle flush does not
-    agent._pump()
+    agent.discovery.rescan_requested = True
+    now[0] = 0.4  # the event's timeout and the close delay pass; the idle flush does not
+    agent.turn()
     assert _documents(agent.batch.body) == [(0, "START one\n cont"), (16, "START two")]
     assert agent.batch.segments[-1].end == 25
 

@@ -31,18 +31,16 @@ import re
 import shutil
 import tempfile
 import time
-import types
 from dataclasses import dataclass, field
-from unittest import mock
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from watchdog.events import FileModifiedEvent
 
 from agent import identity, pipeline, registry
-from agent import reader as reader_mod
 from agent.config import Config
 
 NAMES = ["a.log", "b.log"]
@@ -60,11 +58,6 @@ class Clock:
 
     def monotonic(self) -> float:
         return time.monotonic() + self.skew
-
-
-def _time_shim(clock: Clock) -> types.SimpleNamespace:
-    return types.SimpleNamespace(monotonic=clock.monotonic, time=time.time, time_ns=time.time_ns,
-                                 sleep=time.sleep, strftime=time.strftime, gmtime=time.gmtime)
 
 
 # -- Elasticsearch stand-in ---------------------------------------------------------------
@@ -114,45 +107,43 @@ class FakeSender:
             self.answer(0)
 
 
-class ModelAgent(pipeline.Agent):
-    """The real agent minus threads, watchdog and Elasticsearch; the test drives its loop."""
+def new_agent(cfg: Config, index: dict, clock: Clock) -> pipeline.Agent:
+    """The real agent with a stand-in sender and the test's clock; no threads, no watchdog."""
+    agent = pipeline.Agent(cfg, lambda on_done: FakeSender(on_done, index), clock.monotonic)
+    agent.start(watch=False)
+    return agent
 
-    def __init__(self, cfg: Config, index: dict):
-        super().__init__(cfg)
-        self.sender = FakeSender(self._on_done, index)
-        self.reader.start(self.discovery.scan())
 
-    def step(self, events: str, touched: set[str], submit: bool, checkpoint: bool) -> bool:
-        """One turn of `Agent.run`'s loop, with its file events given by the test."""
-        self._settle_acks()
-        if events == "rescan":
-            self.reader.sync(self.discovery.scan())
-        elif events == "changed":
-            for path in sorted(touched):
-                if path in self.reader.by_path or self.discovery.matches(path):
-                    self.reader.changed(path)
-        progressed = self._pump()
-        if submit and (self.batch.docs or self.batch.segments):
-            self._submit()
-        if checkpoint:
-            self.acker.checkpoint()
-        return progressed
+def step(agent: pipeline.Agent, events: str, touched: set[str], submit: bool, checkpoint: bool) -> bool:
+    """One real turn of the loop, with the file events the test chose (as watchdog would
+    deliver them); batches go out and offsets are saved when the test says."""
+    if events == "rescan":
+        agent.discovery.rescan_requested = True
+    elif events == "changed":
+        for path in sorted(touched):
+            agent.discovery.on_any_event(FileModifiedEvent(path))
+    progressed = agent.turn()
+    if submit and (agent.batch.docs or agent.batch.segments):
+        agent.flush_batch()
+    if checkpoint:
+        agent.acker.checkpoint()
+    return progressed
 
-    def shutdown(self) -> None:
-        """`Agent._shutdown` with an Elasticsearch that answers everything."""
-        if self.batch.docs or self.batch.segments:
-            self._submit()
-        self.sender.answer_all()
-        self._settle_acks()
-        self.acker.checkpoint(force=True)
-        self.reader.close_all()
 
-    def crash(self, indexed_unacked: int) -> None:
-        """kill -9: unacknowledged batches are gone (some may have been indexed), no checkpoint."""
-        for batch in self.sender.queue[:indexed_unacked]:
-            self.sender.apply(batch)
-        self.sender.queue.clear()
-        self.reader.close_all()
+def shutdown_agent(agent: pipeline.Agent) -> None:
+    """`Agent.shutdown` with an Elasticsearch that answers everything."""
+    if agent.batch.docs or agent.batch.segments:
+        agent.flush_batch()
+    agent.sender.answer_all()
+    agent.close()
+
+
+def crash_agent(agent: pipeline.Agent, indexed_unacked: int) -> None:
+    """kill -9: unacknowledged batches are gone (some may have been indexed), no checkpoint."""
+    for batch in agent.sender.queue[:indexed_unacked]:
+        agent.sender.apply(batch)
+    agent.sender.queue.clear()
+    agent.reader.close_all()
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -197,17 +188,13 @@ class ReaderModel(RuleBasedStateMachine):
         self.dir = os.path.join(self.root, "job")
         os.makedirs(self.dir)
         self.clock = Clock()
-        shim = _time_shim(self.clock)
-        self.patches = [mock.patch.object(reader_mod, "time", shim), mock.patch.object(pipeline, "time", shim)]
-        for p in self.patches:
-            p.start()
         self.index: dict[str, tuple[str, int, str]] = {}
         self.streams: list[Stream] = []
         self.at: dict[str, Stream] = {}  # file name -> stream there
         self.pending_rest: dict[str, bytes] = {}  # live name -> rest of a line written in part
         self.touched: set[str] = set()
         self.seq = 0
-        self.agent: ModelAgent | None = None
+        self.agent: pipeline.Agent | None = None
         self.cfg: Config | None = None
 
     @initialize(chunk=st.sampled_from([5, 16, 64 * 1024]), max_docs=st.sampled_from([1, 3, 1000]))
@@ -219,8 +206,10 @@ class ReaderModel(RuleBasedStateMachine):
         cfg.reader.max_line_bytes = 4096
         cfg.batch.max_docs = max_docs
         cfg.health.enabled = False
+        # Only the test decides when to rescan, send a partial batch and save offsets.
+        cfg.reader.rescan_interval_s = cfg.batch.flush_interval_s = cfg.registry.flush_interval_s = 1e9
         self.cfg = cfg
-        self.agent = ModelAgent(cfg, self.index)
+        self.agent = new_agent(cfg, self.index, self.clock)
 
     def teardown(self):
         try:
@@ -229,8 +218,6 @@ class ReaderModel(RuleBasedStateMachine):
         finally:
             if self.agent is not None:
                 self.agent.reader.close_all()
-            for p in self.patches:
-                p.stop()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- file system ----------------------------------------------------------------------
@@ -396,7 +383,7 @@ class ReaderModel(RuleBasedStateMachine):
           submit=st.booleans(), answer=st.booleans(), checkpoint=st.booleans())
     def agent_reads(self, events, turns, submit, answer, checkpoint):
         for i in range(turns):
-            self.agent.step(events if i == 0 else "none", self.touched, submit, checkpoint)
+            step(self.agent, events if i == 0 else "none", self.touched, submit, checkpoint)
             if answer:
                 self.agent.sender.answer_all()
         self.touched.clear()
@@ -431,10 +418,10 @@ class ReaderModel(RuleBasedStateMachine):
         """A graceful stop (send, wait for acknowledgements, checkpoint), or kill -9: batches
         in flight are lost, perhaps indexed without the agent hearing of it, no checkpoint."""
         if crash:
-            self.agent.crash(indexed_unacked)
+            crash_agent(self.agent, indexed_unacked)
             self._ragged()
         else:
-            self.agent.shutdown()
+            shutdown_agent(self.agent)
         self.agent = None
         self._closed()
         for s in self.streams:  # entries not checkpointed are forgotten
@@ -458,7 +445,7 @@ class ReaderModel(RuleBasedStateMachine):
     @precondition(lambda self: self.agent is None)
     @rule()
     def agent_starts(self):
-        self.agent = ModelAgent(self.cfg, self.index)
+        self.agent = new_agent(self.cfg, self.index, self.clock)
         self.touched.clear()
 
     # -- checks ------------------------------------------------------------------------------
@@ -514,7 +501,7 @@ class ReaderModel(RuleBasedStateMachine):
         for _ in range(20_000):  # a reader reads CHUNKS_PER_TURN chunks per file per turn: long files take many
             self.clock.skew += 100.0
             before = len(self.index)
-            progressed = self.agent.step("rescan", set(), True, True)
+            progressed = step(self.agent, "rescan", set(), True, True)
             self.agent.sender.answer_all()
             self.agent._settle_acks()
             if not progressed and len(self.index) == before and not self.agent.batch.segments:
@@ -523,7 +510,7 @@ class ReaderModel(RuleBasedStateMachine):
                     break
             else:
                 quiet = 0
-        self.agent.shutdown()
+        shutdown_agent(self.agent)
 
         owners = self._owners()
         covered: dict[int, dict[int, list[str]]] = {}  # sid -> offset -> _ids

@@ -1,0 +1,83 @@
+"""Where the rest of a rotated file is: its copies in the directory, and which are whose.
+
+Functions over a directory listing and the registry entries; no reader state. logrotate
+leaves a file's older content beside it as `x.log.1`, `x.log.1.gz`, `x.log.2.gz`, ...
+(copytruncate) or moves the file itself there (create); either way a copy is found by its
+head, never trusted by its name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from agent import identity
+from agent.identity import Head
+from agent.registry import Entry
+
+
+def siblings(path: str) -> list[str]:
+    """Paths in `path`'s directory whose names extend its name: its possible rotated copies."""
+    directory, base = os.path.split(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names if n != base and n.startswith(base)]
+
+
+def search_order(cands: list[str], devino: tuple[int, int]) -> list[str]:
+    """The order to look for a file's content in its copies: the file itself first if it was
+    renamed (its inode; a young file's short head may also begin another generation), then
+    generations newest first by their last write, and of one generation the plain copy
+    first: logrotate deletes x.log.1 only once x.log.1.gz is complete."""
+    written: dict[str, float] = {}
+    for c in cands:
+        gen = c.removesuffix(".gz")
+        written[gen] = max(written.get(gen, 0.0), mtime(c))
+    return sorted(cands, key=lambda c: (_devino(c) != devino, -written[c.removesuffix(".gz")], c.endswith(".gz")))
+
+
+def plain_first(cands: list[str]) -> list[str]:
+    return sorted(cands, key=lambda c: c.endswith(".gz"))
+
+
+def owned_by_other(entries: Iterable[Entry], fid: str, path: str, cand: str, head: Head) -> bool:
+    """Whether `cand` is another known file of `path` than `fid`: it has another entry's inode
+    and head, or begins with another entry's longer head (a short head, of a young file, may
+    begin other generations too)."""
+    devino = _devino(cand)
+    data = None
+    for e in entries:
+        if e.fid == fid or e.path != path or not e.head_len:
+            continue
+        if (e.dev, e.ino) != devino and e.head_len <= head.length:
+            continue
+        if data is None:
+            data = identity.path_head(cand, identity.HEAD_BYTES) or b""
+        if Head.of(data[: e.head_len]) == Head(e.head_len, e.head_hash):
+            return True
+    return False
+
+
+def known_heads(entries: Iterable[Entry], path: str) -> list[Head]:
+    return [Head(e.head_len, e.head_hash) for e in entries if e.path == path]
+
+
+def begins_with_any(data: bytes, heads: Iterable[Head]) -> bool:
+    return any(Head.of(data[: h.length]) == h for h in heads)
+
+
+def mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _devino(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)
