@@ -28,6 +28,7 @@ class Batch:
     segments: list[Segment] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     budgeted: int = 0  # bytes taken from the budget for this batch
+    status: bool = False  # the agent's own status document: a newer one supersedes it while queued
 
     def segment_for(self, fid: str, job: str) -> Segment:
         if self.segments and self.segments[-1].fid == fid:

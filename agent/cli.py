@@ -157,6 +157,48 @@ def volume(config_path: str, window: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--es", "es_url", required=True, envvar="LOG_SHIPPER_FLEET_ES", help="Elasticsearch URL.")
+@click.option("--deployment", default=None, help="Only agents of this BOSH deployment.")
+@click.option("--index", default="logs-bosh-agents", show_default=True, help="The status index (fleet.index).")
+@click.option("--username", envvar="LOG_SHIPPER_FLEET_USERNAME", default=None)
+@click.option("--password", envvar="LOG_SHIPPER_FLEET_PASSWORD", default=None)
+@click.option("--api-key", envvar="LOG_SHIPPER_FLEET_API_KEY", default=None)
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def fleet(es_url: str, deployment: str | None, index: str, username: str | None, password: str | None,
+          api_key: str | None, ca_file: str | None, as_json: bool) -> None:
+    """Every agent's latest status, worst first: silent, lost, behind, refused, healthy.
+
+    Exits 1 when any agent is not healthy, so it can run from cron or a CI job."""
+    import time
+    from dataclasses import asdict
+
+    from elasticsearch import Elasticsearch
+
+    from agent import fleet as fleet_mod
+    from agent.send import redact
+
+    kw: dict = {"request_timeout": 30}
+    if username:
+        kw["basic_auth"] = (username, password or "")
+    if api_key:
+        kw["api_key"] = api_key
+    if ca_file:
+        kw["ca_certs"] = ca_file
+    try:
+        docs = fleet_mod.latest(Elasticsearch(es_url, **kw), index, deployment)
+    except Exception as e:  # noqa: BLE001 - any client error becomes one operator-readable line
+        raise click.ClickException(f"reading {index} failed: {redact(str(e))[:300]}") from None
+    agents = fleet_mod.rows(docs, time.time())
+    if as_json:
+        click.echo(orjson.dumps([asdict(a) for a in agents]).decode())
+    else:
+        click.echo(fleet_mod.table(agents) if agents else f"no agent status in {index}*")
+    if not agents or any(a.state != "healthy" for a in agents):
+        sys.exit(1)
+
+
+@main.command()
 @CONFIG_OPTION
 @click.option("--kibana", "kibana_url", default=None, help="Also import the saved objects into this Kibana.")
 def setup(config_path: str, kibana_url: str | None) -> None:
@@ -167,6 +209,11 @@ def setup(config_path: str, kibana_url: str | None) -> None:
     es = send.client(cfg.elasticsearch)
     try:
         click.echo(template.install(es, cfg.target.kind, cfg.target.name))
+        if cfg.fleet.enabled:
+            from agent import fleet
+
+            fleet.install_template(es, cfg.fleet.index)
+            click.echo(f"fleet status index template installed for {cfg.fleet.index}*")
     except Exception as e:  # noqa: BLE001 - any client error becomes one operator-readable line
         raise click.ClickException(f"setup failed: {send.redact(str(e))[:300]}") from None
     if kibana_url:

@@ -111,6 +111,14 @@ class HealthConfig:
 
 
 @dataclass
+class FleetConfig:
+    # A status document about this agent every interval_s into `index`, for `log-shipper fleet`.
+    enabled: bool = True
+    interval_s: float = 60.0
+    index: str = "logs-bosh-agents"
+
+
+@dataclass
 class MultilineConfig:
     # Exactly one of the two: a line matching `start` begins an event, or a line matching
     # `continuation` belongs to the event before it.
@@ -139,6 +147,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     # First matching rule wins; files matching none use the built-in defaults.
     formats: list[FormatRule] = field(default_factory=list)
     state_dir: str = "/var/vcap/data/log-shipper"
@@ -260,6 +269,10 @@ def _validate(cfg: Config) -> None:
             f"health.host: {cfg.health.host} is not a loopback address; "
             "set health.allow_non_loopback to expose offsets beyond this VM"
         )
+    if cfg.fleet.interval_s < 1:
+        raise ConfigError("fleet.interval_s: must be at least 1")
+    if not cfg.fleet.index or cfg.fleet.index != cfg.fleet.index.lower() or " " in cfg.fleet.index:
+        raise ConfigError(f"fleet.index: must be a lowercase index name without spaces, not {cfg.fleet.index!r}")
     if cfg.bosh.index is not None and cfg.bosh.index < 0:
         raise ConfigError("bosh.index: must not be negative")
     for i, rule in enumerate(cfg.formats):

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent import __version__, encode, health, log, metrics, offsets, registry, send
+from agent import __version__, encode, fleet, health, log, metrics, offsets, registry, send
 from agent.ack import Acker
 from agent.batch import Batch, Budget
 from agent.config import Config
@@ -100,9 +100,10 @@ class Agent:
         self.batch = Batch(started=clock())
         self.streams: dict[str, Stream] = {}
         self.rules = Rules(cfg.formats)
+        self.agent_id = agent_id(cfg.state_dir)
         self.vm_meta = encode.metadata(
             {"host.name": socket.gethostname(), "host.ip": cfg.bosh.ip, "agent.name": "log-shipper",
-             "agent.type": "log-shipper", "agent.version": __version__, "agent.id": agent_id(cfg.state_dir)},
+             "agent.type": "log-shipper", "agent.version": __version__, "agent.id": self.agent_id},
             {"bosh.director": cfg.bosh.director, "bosh.environment": cfg.bosh.environment,
              "bosh.deployment": cfg.bosh.deployment, "bosh.instance.group": cfg.bosh.instance_group,
              "bosh.instance.index": cfg.bosh.index, "bosh.instance.id": cfg.bosh.id, "bosh.instance.az": cfg.bosh.az},
@@ -111,6 +112,8 @@ class Agent:
         now = clock()
         self.next_rescan = now + cfg.reader.rescan_interval_s
         self.next_checkpoint = now + cfg.registry.flush_interval_s
+        self.next_status = now  # the first status goes out with the first turn
+        self.shipped = fleet.Shipped()
 
     def _sender(self, on_done: Callable[[Batch], None]) -> send.Sender:
         return send.Sender(self.cfg, send.client(self.cfg.elasticsearch), on_done)
@@ -174,6 +177,9 @@ class Agent:
         if self.clock() >= self.next_checkpoint:
             self.acker.checkpoint()
             self.next_checkpoint = self.clock() + self.cfg.registry.flush_interval_s
+        if self.cfg.fleet.enabled and self.clock() >= self.next_status:
+            self._report_status()
+            self.next_status = self.clock() + self.cfg.fleet.interval_s
         metrics.INFLIGHT_BYTES.set(self.budget.used)
         metrics.OPEN_FILES.set(len(self.reader.sources))
         return progressed
@@ -316,6 +322,25 @@ class Agent:
         else:
             self.acker.done(batch)  # only offsets moved (e.g. past a dropped overlong tail)
 
+    def _report_status(self) -> None:
+        """This agent's status document, through the same sender and budget as its logs."""
+        now = time.time()
+        sh = self.sender.health
+        facts = fleet.Facts(self.offsets(), self.problems(), sh.refused_since is not None,
+                            int(sum(s.value for m in metrics.DEAD_LETTERED.collect() for s in m.samples
+                                    if s.name.endswith("_total"))),
+                            self.shipped.take())
+        b = self.cfg.bosh
+        identity = {"agent": {"id": self.agent_id, "version": __version__}, "host": {"name": socket.gethostname()},
+                    "bosh": {"director": b.director, "deployment": b.deployment,
+                             "instance": {"group": b.instance_group, "index": b.index, "id": b.id, "az": b.az}}}
+        doc = fleet.status_doc(identity, facts, self.discovery.job_of, self.cfg.fleet.interval_s,
+                               self.cfg.health.lost_window_s, now)
+        body = bytearray(fleet.bulk_body(self.cfg.fleet.index, self.agent_id, doc, now))
+        batch = Batch(body=body, docs=1, started=self.clock(), budgeted=len(body), status=True)
+        self.budget.take(len(body))
+        self.sender.submit(batch)
+
     def _on_done(self, batch: Batch) -> None:
         """Sender thread: hand the batch back to the loop."""
         self.acked.put(batch)
@@ -329,3 +354,6 @@ class Agent:
                 return
             self.acker.done(batch)
             self.budget.give_back(batch.budgeted)
+            for seg in batch.segments:
+                if seg.lines:
+                    self.shipped.add(seg.job, seg.lines, seg.bytes)

@@ -187,7 +187,8 @@ class Sender:
         self._cond = threading.Condition()
         self._threads = [
             threading.Thread(target=self._work, name=f"sender-{i}", daemon=True) for i in range(cfg.batch.concurrency)
-        ]
+        ] + [threading.Thread(target=self._work_status, name="sender-status", daemon=True)]
+        self._status: Batch | None = None
         self.in_flight = 0
         self.waiting_since = 0.0  # when in_flight last rose from zero
         self._setup_done = False
@@ -198,12 +199,24 @@ class Sender:
             t.start()
 
     def submit(self, batch: Batch) -> None:
+        if batch.status:
+            self._submit_status(batch)
+            return
         with self._cond:
             self._queue.append(batch)
             if not self.in_flight:
                 self.waiting_since = time.time()
             self.in_flight += 1
             self._cond.notify()
+
+    def _submit_status(self, batch: Batch) -> None:
+        """The agent's status has a thread of its own, so logs that Elasticsearch refuses or
+        retries never hold it back; a newer status replaces one not yet delivered."""
+        with self._cond:
+            old, self._status = self._status, batch
+            self._cond.notify_all()
+        if old is not None:
+            self.on_done(old)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -228,8 +241,23 @@ class Sender:
                     self.in_flight -= 1
                 self.on_done(batch)
 
-    def _deliver(self, batch: Batch) -> bool:
-        """Send until every document is settled; False only when stopping first."""
+    def _work_status(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._status is not None or self.stopping.is_set())
+                batch, self._status = self._status, None
+            if batch is None:
+                return
+            try:
+                self._deliver(batch, superseded=lambda: self._status is not None)
+            except Exception as e:  # a bug: exit and let monit restart us; offsets on disk are safe
+                log.error("sender_crashed", "internal error while sending; exiting so the job restarts",
+                          error=f"{type(e).__name__}: {redact(str(e))[:300]}")
+                os._exit(70)
+            self.on_done(batch)
+
+    def _deliver(self, batch: Batch, superseded: Callable[[], bool] = lambda: False) -> bool:
+        """Send until every document is settled; False only when stopping (or superseded) first."""
         jobs = _jobs_of(batch)
         # The batch's own buffer goes out as it is (no copy: the loop has a new batch already);
         # the batch lets go of it, so it is freed once sent. The budget still counts it.
@@ -245,10 +273,10 @@ class Sender:
                 reraise=True,
             ):
                 with attempt:
-                    if self.stopping.is_set() and attempt.retry_state.attempt_number > 1:
+                    if (self.stopping.is_set() or superseded()) and attempt.retry_state.attempt_number > 1:
                         return False
                     self._ensure_setup()
-                    retry_body, halves = self._send_once(body, jobs)
+                    retry_body, halves = self._send_once(body, jobs, batch.status)
                     pending.extend(halves)
                     if retry_body:
                         body = retry_body
@@ -266,6 +294,10 @@ class Sender:
 
             try:
                 what = template.install(self.es, self.cfg.target.kind, self.cfg.target.name)
+                if self.cfg.fleet.enabled:
+                    from agent import fleet
+
+                    fleet.install_template(self.es, self.cfg.fleet.index)
             except ApiError as e:
                 detail = f"installing the index template failed: {describe(e)}"
                 if e.meta.status in (401, 403):
@@ -287,8 +319,9 @@ class Sender:
             log.warn("bulk_retry", f"Elasticsearch not taking documents ({cause}); retrying with backoff, nothing dropped",
                      attempt=state.attempt_number, wait_s=round(state.upcoming_sleep, 2), detail=redact(str(exc))[:300])
 
-    def _send_once(self, body: bytes, jobs: dict[bytes, str]) -> tuple[bytes, list[bytes]]:
-        """One `_bulk` request. Returns (documents to retry, halves to send separately)."""
+    def _send_once(self, body: bytes, jobs: dict[bytes, str], status: bool = False) -> tuple[bytes, list[bytes]]:
+        """One `_bulk` request. Returns (documents to retry, halves to send separately). A status
+        document taken says nothing of the log indices: it does not end a refusal."""
         t0 = time.monotonic()
         try:
             with self.pushback:
@@ -310,7 +343,8 @@ class Sender:
         self.health.last_success = time.time()
         result = resp.body
         if not result.get("errors"):
-            self.health.refused_since = None
+            if not status:
+                self.health.refused_since = None
             self.pushback.succeeded()
             return b"", []
         return self._items(body, result["items"], jobs), []

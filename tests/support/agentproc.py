@@ -27,6 +27,8 @@ def write_config(path: Path, es_url: str, root: Path, state: Path, index: str, *
         "registry": {"flush_interval_s": 0.2},
         "health": {"enabled": False},
         "dead_letter": {"kind": "file"},
+        # Status documents would add requests that fault tests count; tests/integration/test_fleet.py turns it on.
+        "fleet": {"enabled": False},
     }
     for key, value in overrides.items():
         if isinstance(value, dict):

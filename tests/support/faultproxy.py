@@ -89,11 +89,14 @@ class _Fault:
     body: bytes = b""
     fraction: float | None = None
     every_nth: int | None = None
+    index_prefix: str | None = None  # item_403: only items into indices with this prefix
 
     def matches(self, path: str) -> bool:
         return self.paths is None or any(path == p or path.endswith(p) for p in self.paths)
 
-    def rejects(self, i: int) -> bool:
+    def rejects(self, i: int, meta: dict) -> bool:
+        if self.index_prefix is not None:
+            return str(meta.get("_index", "")).startswith(self.index_prefix)
         if self.every_nth:
             return (i + 1) % self.every_nth == 0
         # Spread floor(len * fraction) rejections evenly and deterministically over the items.
@@ -167,6 +170,11 @@ class FaultProxy:
         if (fraction is None) == (every_nth is None):
             raise ValueError("give exactly one of fraction or every_nth")
         self._set(_Fault("item_429", n, ("/_bulk",), fraction=fraction, every_nth=every_nth))
+
+    def item_403(self, index_prefix: str) -> None:
+        """Bulk items into indices starting with `index_prefix` get a per-item 403 (an index write
+        block, as a full disk sets); items into other indices really get indexed."""
+        self._set(_Fault("item_429", None, ("/_bulk",), code=403, index_prefix=index_prefix))
 
     def seen(self, suffix: str = "/_bulk") -> int:
         """Requests seen on every path ending with `suffix` (any index's _bulk, by default)."""
@@ -274,7 +282,7 @@ class FaultProxy:
         if req.header("content-encoding").lower() == "gzip":
             body = gzip.decompress(body)  # forwarded uncompressed, so content-encoding is dropped below
         items = _split_bulk(body)
-        rejected = {i for i in range(len(items)) if fault.rejects(i)}
+        rejected = {i for i, (_, meta, _) in enumerate(items) if fault.rejects(i, meta)}
         kept = b"".join(raw for i, (_, _, raw) in enumerate(items) if i not in rejected)
         # Merging needs the full item list: no filter_path, and a plain (not gzip) response to parse.
         parts = urllib.parse.urlsplit(req.target)
@@ -294,9 +302,11 @@ class FaultProxy:
             if i not in rejected:
                 merged.append(next(forwarded))
                 continue
-            error = {"type": "es_rejected_execution_exception", "reason": REJECTED_REASON}
+            code = fault.code or 429
+            error = ({"type": "es_rejected_execution_exception", "reason": REJECTED_REASON} if code == 429 else
+                     {"type": "cluster_block_exception", "reason": "index blocked by: [FORBIDDEN/8/index write (api)];"})
             merged.append({op: {"_index": meta.get("_index", path_index), "_id": meta.get("_id"),
-                                "status": 429, "error": error}})
+                                "status": code, "error": error}})
         result["errors"] = bool(result["errors"] or rejected)
         result["items"] = merged
         with self._lock:

@@ -30,7 +30,7 @@ def _agent(tmp_path, clock, **reader) -> pipeline.Agent:
     cfg = Config()
     cfg.inputs.root = str(tmp_path / "log")
     cfg.state_dir = str(tmp_path / "state")
-    cfg.health.enabled = False
+    cfg.health.enabled = cfg.fleet.enabled = False
     for k, v in reader.items():
         setattr(cfg.reader, k, v)
     cfg.formats = [FormatRule(glob="**", format="raw", multiline=MultilineConfig(start="^START", timeout_s=0.1))]

@@ -205,7 +205,7 @@ class ReaderModel(RuleBasedStateMachine):
         cfg.reader.chunk_bytes = chunk
         cfg.reader.max_line_bytes = 4096
         cfg.batch.max_docs = max_docs
-        cfg.health.enabled = False
+        cfg.health.enabled = cfg.fleet.enabled = False
         # Only the test decides when to rescan, send a partial batch and save offsets.
         cfg.reader.rescan_interval_s = cfg.batch.flush_interval_s = cfg.registry.flush_interval_s = 1e9
         self.cfg = cfg
