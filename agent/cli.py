@@ -219,13 +219,15 @@ def setup(config_path: str, kibana_url: str | None) -> None:
     if kibana_url:
         from agent import kibana
 
-        try:
-            result = kibana.import_objects(kibana_url, username=cfg.elasticsearch.username,
-                                           password=cfg.elasticsearch.password, api_key=cfg.elasticsearch.api_key,
-                                           ca_file=cfg.elasticsearch.ca_file)
-        except kibana.KibanaImportError as e:
-            raise click.ClickException(f"kibana import failed: {e}") from None
-        click.echo(f"kibana: imported {result.get('successCount', 0)} saved objects")
+        files = [kibana.OBJECTS] + ([kibana.FLEET_OBJECTS] if cfg.fleet.enabled else [])
+        for ndjson in files:
+            try:
+                result = kibana.import_objects(kibana_url, ndjson=ndjson, username=cfg.elasticsearch.username,
+                                               password=cfg.elasticsearch.password, api_key=cfg.elasticsearch.api_key,
+                                               ca_file=cfg.elasticsearch.ca_file)
+            except kibana.KibanaImportError as e:
+                raise click.ClickException(f"kibana import of {ndjson.name} failed: {e}") from None
+            click.echo(f"kibana: imported {result.get('successCount', 0)} saved objects from {ndjson.name}")
 
 
 if __name__ == "__main__":

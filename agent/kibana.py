@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 
 OBJECTS = Path(__file__).with_name("kibana") / "objects.ndjson"
+# The fleet dashboard, over the status index (agent/fleet.py).
+FLEET_OBJECTS = OBJECTS.with_name("fleet.ndjson")
 
 
 class KibanaImportError(RuntimeError):

@@ -75,3 +75,34 @@ def test_shipped_counts_are_taken_once():
     s.add("gorouter", 2, 20)
     s.add("gorouter", 1, 5)
     assert s.take() == {"gorouter": [3, 25]} and s.take() == {}
+
+
+def _mapped(props: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for name, spec in props.items():
+        full = f"{prefix}{name}"
+        out.add(full)
+        if "properties" in spec and spec.get("type") != "nested":
+            out |= _mapped(spec["properties"], full + ".")
+    return out
+
+
+def test_fleet_dashboard_names_only_mapped_status_fields_and_resolves():
+    import json
+
+    from agent import kibana
+    from tests.unit.test_kibana import named_fields
+
+    objs = [json.loads(line) for line in kibana.FLEET_OBJECTS.read_text().splitlines()]
+    ids = {(o["type"], o["id"]) for o in objs}
+    assert len(ids) == len(objs)
+    for o in objs:
+        assert all((r["type"], r["id"]) in ids for r in o["references"]), o["id"]
+    (dash,) = [o for o in objs if o["type"] == "dashboard"]
+    titles = {o["attributes"]["title"] for o in objs if o["type"] == "visualization"}
+    assert titles == {"Agents by state", "Lag by VM over time", "Lost bytes by VM", "Volume shipped by deployment"}
+    assert len(json.loads(dash["attributes"]["panelsJSON"])) == len(dash["references"]) == 4
+    named = set().union(*(named_fields(o) for o in objs))
+    mapped = _mapped(fleet.MAPPING["properties"])
+    assert {"status.state", "status.lag_bytes", "status.lost_bytes", "status.shipped_bytes", "agent.id"} <= named
+    assert named - mapped == set()
