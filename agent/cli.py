@@ -209,11 +209,18 @@ def setup(config_path: str, kibana_url: str | None) -> None:
     es = send.client(cfg.elasticsearch)
     try:
         click.echo(template.install(es, cfg.target.kind, cfg.target.name))
+        indices = [cfg.target.name] if cfg.target.kind == "index" else []
+        if cfg.dead_letter.kind == "index":
+            indices.append(cfg.dead_letter.index)
         if cfg.fleet.enabled:
             from agent import fleet
 
             fleet.install_template(es, cfg.fleet.index)
             click.echo(f"fleet status index template installed for {cfg.fleet.index}*")
+            indices.append(cfg.fleet.index)
+        # The agent's own key needs no right to create indices: setup makes them.
+        made = template.create_indices(es, indices)
+        click.echo(f"indices created: {', '.join(made)}" if made else "indices: all present")
     except Exception as e:  # noqa: BLE001 - any client error becomes one operator-readable line
         raise click.ClickException(f"setup failed: {send.redact(str(e))[:300]}") from None
     if kibana_url:

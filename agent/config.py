@@ -32,6 +32,8 @@ class ElasticsearchConfig:
     verify_certs: bool = True
     compression: bool = False
     request_timeout_s: float = 30.0
+    # Credentials over http:// travel in clear text; only with this set (e.g. a loopback proxy that does TLS).
+    allow_insecure_http: bool = False
 
 
 @dataclass
@@ -227,6 +229,11 @@ def _validate(cfg: Config) -> None:
     for i, h in enumerate(es.hosts):
         if not h.startswith(("http://", "https://")):
             raise ConfigError(f"elasticsearch.hosts[{i}]: must start with http:// or https://")
+    if (es.username or es.api_key) and not es.allow_insecure_http:
+        for i, h in enumerate(es.hosts):
+            if h.startswith("http://"):
+                raise ConfigError(f"elasticsearch.hosts[{i}]: credentials would cross the network in clear text over "
+                                  "http://; use https:// or set elasticsearch.allow_insecure_http")
     if es.api_key and es.username:
         raise ConfigError("elasticsearch.api_key: set either api_key or username/password, not both")
     if bool(es.username) != bool(es.password):

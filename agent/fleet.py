@@ -54,7 +54,8 @@ MAPPING = {
 
 
 def template_body(index: str) -> dict:
-    return {"index_patterns": [f"{index}*"], "priority": 200, "version": TEMPLATE_VERSION,
+    # Above the log template (200): a target such as logs-bosh matches logs-bosh-agents too.
+    return {"index_patterns": [f"{index}*"], "priority": 250, "version": TEMPLATE_VERSION,
             "_meta": {"managed_by": "log-shipper"},
             "template": {"settings": {"number_of_replicas": 0}, "mappings": MAPPING}}
 

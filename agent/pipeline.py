@@ -60,7 +60,7 @@ def agent_id(state_dir: str) -> str:
             return f.read().strip()
     except FileNotFoundError:
         aid = str(uuid.uuid4())
-        with open(path, "w") as f:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(aid)
         return aid
 
@@ -87,7 +87,9 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.clock = clock
-        os.makedirs(cfg.state_dir, exist_ok=True)
+        # Offsets, dead letters and the spool hold text from root-only logs: the agent's alone.
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+        os.chmod(cfg.state_dir, 0o700)
         self.entries = registry.load(cfg.state_dir)
         self.wake = threading.Event()
         self.stopping = threading.Event()

@@ -22,7 +22,7 @@ from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.serializer import NdjsonSerializer
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
-from agent import log, metrics
+from agent import log, metrics, template
 from agent.batch import Batch
 from agent.config import Config, DeadLetterConfig, ElasticsearchConfig
 
@@ -290,8 +290,6 @@ class Sender:
         with self._setup_lock:
             if self._setup_done:
                 return
-            from agent import template
-
             try:
                 what = template.install(self.es, self.cfg.target.kind, self.cfg.target.name)
                 if self.cfg.fleet.enabled:
@@ -300,9 +298,12 @@ class Sender:
                     fleet.install_template(self.es, self.cfg.fleet.index)
             except ApiError as e:
                 detail = f"installing the index template failed: {describe(e)}"
-                if e.meta.status in (401, 403):
-                    self._refused(e.meta.status, detail)
-                raise Retry("setup", detail) from None
+                if e.meta.status == 403:
+                    what = self._template_not_ours(detail)
+                else:
+                    if e.meta.status == 401:
+                        self._refused(e.meta.status, detail)
+                    raise Retry("setup", detail) from None
             except TlsError as e:
                 self._tls_failed(e)
                 raise Retry("tls", f"installing the index template failed: {describe(e)}") from None
@@ -310,6 +311,25 @@ class Sender:
                 raise Retry("setup", f"installing the index template failed: {describe(e)}") from None
             log.info("template", f"index template {what}", target=self.cfg.target.name)
             self._setup_done = True
+
+    def _template_not_ours(self, detail: str) -> str:
+        """A least-privilege key (create_doc only) may neither install nor read templates: they
+        come from `log-shipper setup` with an admin key. Ship; if setup never ran, the first
+        documents are refused for the missing index, and that refusal names the step."""
+        name = template.template_name(self.cfg.target.name)
+        try:
+            current = template.installed_version(self.es, name)
+        except ApiError:
+            log.info("template_not_managed", "this key may not manage index templates (least privilege); "
+                     "shipping with the template that `log-shipper setup` installed", template=name,
+                     hint="if setup has not run: log-shipper setup --config <config with an admin key>")
+            return "managed by log-shipper setup (this key may not read it)"
+        if current is None:
+            detail = (f"no index template {name} and this key may not install it: run `log-shipper setup` "
+                      f"with a key that has the manage_index_templates cluster privilege ({detail})")
+            self._refused(403, detail)
+            raise Retry("setup", detail)
+        return f"v{current} present, installed by log-shipper setup (this key may not manage templates)"
 
     def _before_sleep(self, state) -> None:
         exc = state.outcome.exception()
@@ -352,12 +372,15 @@ class Sender:
     def _refused(self, status: int, detail: str) -> None:
         """Auth refused, or a write block (403 cluster_block_exception, e.g. disk full): temporary
         until an operator acts, so wait and retry; never dead-letter. Logged once per episode."""
+        missing = "auto_create" in detail
+        hint = ("the index does not exist and this key may not create it: run `log-shipper setup` with an "
+                "admin key, which creates the target, dead-letter and fleet indices" if missing else
+                "check credentials, role privileges (create_doc on the target indices) or a read-only index block")
         if self.health.refused_since is None:
             self.health.refused_since = time.time()
-            log.error("es_refused", "Elasticsearch refuses our writes: check credentials, role privileges, "
-                      "or a read-only index block (disk full); retrying, nothing dropped",
-                      status=status, detail=detail)
-        self.health.refused_reason = f"http {status}: {detail[:120]}"
+            log.error("es_refused", "Elasticsearch refuses our writes; retrying, nothing dropped",
+                      status=status, detail=detail, hint=hint)
+        self.health.refused_reason = f"http {status}: " + (hint if missing else detail[:120])
 
     def _tls_failed(self, e: TransportError) -> None:
         detail = describe(e)

@@ -192,7 +192,7 @@ def install(es: Elasticsearch, target_kind: str, target_name: str, *, retention:
         # ILM on a plain index without a rollover alias could only delete the whole index at once.
         notes.append("ILM present but target is a plain index: no policy attached; use a data stream for retention")
 
-    current = _installed_version(es, name)
+    current = installed_version(es, name)
     if current is not None and current >= VERSION:
         status = f"up to date (v{current})"
     else:
@@ -202,7 +202,7 @@ def install(es: Elasticsearch, target_kind: str, target_name: str, *, retention:
     return "; ".join([status, *(n for n in notes if n)])
 
 
-def _installed_version(es: Elasticsearch, name: str) -> int | None:
+def installed_version(es: Elasticsearch, name: str) -> int | None:
     try:
         found = es.indices.get_index_template(name=name)
     except NotFoundError:
@@ -236,3 +236,14 @@ def _update_existing(es: Elasticsearch, target_name: str) -> str:
         reason = e.body.get("error", {}).get("reason") if isinstance(e.body, dict) else None
         return f"existing {target_name} keeps its old mapping ({reason or e.message}); the template applies to its next index"
     return f"existing {target_name} mapping updated"
+
+
+def create_indices(es: Elasticsearch, names: list[str]) -> list[str]:
+    """Create plain indices that do not exist yet, with the templates in place: the agent's key
+    may only create documents (create_doc), not indices. Says what it created."""
+    made = []
+    for name in names:
+        if not es.indices.exists(index=name):
+            es.indices.create(index=name)
+            made.append(name)
+    return made

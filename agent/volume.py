@@ -32,7 +32,7 @@ class Volume:
         oldest = int(time.time() // 3600) - KEEP_HOURS
         data = {job: {str(h): v for h, v in hours.items() if h >= oldest} for job, hours in self.buckets.items()}
         tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(orjson.dumps(data))
         os.replace(tmp, self.path)
         self.dirty = False

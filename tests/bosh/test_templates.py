@@ -92,7 +92,7 @@ def test_several_hosts_api_key_formats_and_extra_paths(tmp_path):
         {"glob": "**", "format": "raw"},
     ]
     p = props(
-        elasticsearch={"hosts": ["https://es1:9200", "https://es2:9200", "http://es3:9200"], "api_key": "aWQ6a2V5",
+        elasticsearch={"hosts": ["https://es1:9200", "https://es2:9200", "https://es3:9200"], "api_key": "aWQ6a2V5",
                        "compression": True},
         target={"kind": "data_stream", "name": "logs-bosh-prod"},
         extra_paths=["/var/vcap/monit/monit.log"],

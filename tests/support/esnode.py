@@ -7,10 +7,12 @@ once into a cache, and starts one node as an unprivileged user on a free loopbac
 
 from __future__ import annotations
 
+import base64
 import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -94,13 +96,15 @@ class Node:
         return self.workdir / "stdout.log" if self.workdir else None
 
 
-def start(heap: str = "512m", timeout_s: float = 120.0) -> Node:
-    if os.environ.get("ES_URL"):
+def start(heap: str = "512m", timeout_s: float = 120.0, secure: Secure | None = None) -> Node:
+    """The session's node; with `secure`, a node of its own with security and TLS on (ES_URL aside)."""
+    if os.environ.get("ES_URL") and secure is None:
         return Node(url=os.environ["ES_URL"].rstrip("/"), workdir=None, proc=None)
     home = fetch_distribution()
     workdir = Path(tempfile.mkdtemp(prefix="log-shipper-es-"))
     conf = workdir / "config"
     shutil.copytree(home / "config", conf)
+    security = ["-Expack.security.enabled=false"] if secure is None else secure.configure(home, conf)
     for d in ("data", "logs"):
         (workdir / d).mkdir()
     http_port, transport_port = free_port(), free_port()
@@ -114,7 +118,7 @@ def start(heap: str = "512m", timeout_s: float = 120.0) -> Node:
         f"-Etransport.port={transport_port}",
         f"-Epath.data={workdir / 'data'}",
         f"-Epath.logs={workdir / 'logs'}",
-        "-Expack.security.enabled=false",
+        *security,
         # Tests fill small disks; the default watermarks would turn indices read-only.
         "-Ecluster.routing.allocation.disk.threshold_enabled=false",
         "-Eaction.destructive_requires_name=false",
@@ -129,11 +133,12 @@ def start(heap: str = "512m", timeout_s: float = 120.0) -> Node:
     t0 = time.monotonic()
     drop = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[]) if user else {}
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, **drop)
-    node = Node(url=f"http://127.0.0.1:{http_port}", workdir=workdir, proc=proc)
+    scheme = "http" if secure is None else "https"
+    node = Node(url=f"{scheme}://127.0.0.1:{http_port}", workdir=workdir, proc=proc)
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
             raise RuntimeError(f"Elasticsearch exited with {proc.returncode}; see {workdir / 'stdout.log'}")
-        if _ready(node.url):
+        if _ready(node.url, secure):
             node.started_in_s = time.monotonic() - t0
             return node
         time.sleep(0.25)
@@ -141,13 +146,50 @@ def start(heap: str = "512m", timeout_s: float = 120.0) -> Node:
     raise RuntimeError(f"Elasticsearch did not answer within {timeout_s:.0f}s; see {workdir / 'stdout.log'}")
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, secure: Secure | None = None) -> bool:
+    req = urllib.request.Request(f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s")
+    ctx = None
+    if secure is not None:
+        token = base64.b64encode(f"{secure.admin[0]}:{secure.admin[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+        ctx = ssl.create_default_context(cafile=secure.ca_file)
     try:
         # The minimal distribution has no `GET /`; cluster health is always there.
-        with urllib.request.urlopen(f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s", timeout=3) as r:
+        with urllib.request.urlopen(req, timeout=3, context=ctx) as r:
             return r.status == 200
     except OSError:
         return False
+
+
+@dataclass
+class Secure:
+    """Security on, as a production cluster has it: TLS on the node's HTTP layer (a CA and a
+    server certificate made with openssl), file-realm users, and roles from roles.yml."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    admin: tuple[str, str]
+    users: dict[str, tuple[str, str]]  # name -> (password, role)
+    roles_yml: str
+
+    def configure(self, home: Path, conf: Path) -> list[str]:
+        for src in (self.ca_file, self.cert_file, self.key_file):
+            shutil.copy(src, conf / Path(src).name)
+        (conf / "roles.yml").write_text(self.roles_yml)
+        env = dict(os.environ, ES_JAVA_HOME=JAVA_HOME, ES_PATH_CONF=str(conf))
+        env.pop("JAVA_HOME", None)
+        for name, (password, role) in {self.admin[0]: (self.admin[1], "superuser"), **self.users}.items():
+            subprocess.run([str(home / "bin" / "elasticsearch-users"), "useradd", name, "-p", password, "-r", role],
+                           env=env, check=True, capture_output=True)
+        return [
+            "-Expack.security.enabled=true",
+            "-Expack.security.http.ssl.enabled=true",
+            f"-Expack.security.http.ssl.key={Path(self.key_file).name}",
+            f"-Expack.security.http.ssl.certificate={Path(self.cert_file).name}",
+            f"-Expack.security.http.ssl.certificate_authorities={Path(self.ca_file).name}",
+            "-Expack.security.authc.realms.file.file1.order=0",
+        ]
 
 
 if __name__ == "__main__":

@@ -102,8 +102,8 @@ def _make_ca(d: Path, name: str) -> None:
              "-subj", f"/CN=log-shipper {name}", "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d)
 
 
-def start(upstream_url: str, username: str = "shipper", timeout_s: float = 10.0) -> TlsProxy:
-    d = Path(tempfile.mkdtemp(prefix="log-shipper-tls-"))
+def make_certs(d: Path) -> None:
+    """ca.crt, server.crt + server.key (for 127.0.0.1 and localhost, signed by ca), wrong-ca.crt in `d`."""
     (d / "openssl.cnf").write_text(OPENSSL_CNF)
     _make_ca(d, "ca")
     _make_ca(d, "wrong-ca")
@@ -112,6 +112,11 @@ def start(upstream_url: str, username: str = "shipper", timeout_s: float = 10.0)
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
              "-set_serial", str(secrets.randbits(63)), "-days", "7",
              "-extfile", "openssl.cnf", "-extensions", "server_ext", "-out", "server.crt", cwd=d)
+
+
+def start(upstream_url: str, username: str = "shipper", timeout_s: float = 10.0) -> TlsProxy:
+    d = Path(tempfile.mkdtemp(prefix="log-shipper-tls-"))
+    make_certs(d)
     password = secrets.token_urlsafe(12)
     hashed = _openssl("passwd", "-apr1", "-stdin", cwd=d, stdin=password + "\n").strip()
     (d / "htpasswd").write_text(f"{username}:{hashed}\n")

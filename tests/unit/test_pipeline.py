@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import orjson
 import pytest
@@ -66,3 +67,14 @@ def test_a_removed_file_may_not_close_before_its_idle_flush():
     with pytest.raises(ConfigError, match=r"^reader\.close_removed_after_s: must be at least reader\.idle_flush_s"):
         from_dict({"reader": {"idle_flush_s": 5.0, "close_removed_after_s": 1.0}})
     assert from_dict({"reader": {"idle_flush_s": 1.0, "close_removed_after_s": 1.0}}).reader.close_removed_after_s == 1.0
+
+
+def test_state_dir_and_the_files_the_agent_writes_are_its_own(tmp_path):
+    (tmp_path / "state").mkdir(mode=0o755)
+    agent = _agent(tmp_path, lambda: 0.0)
+    agent.acker.volume.add("uaa", 1, 10, time.time())
+    agent.acker.checkpoint(force=True)
+    state = tmp_path / "state"
+    assert state.stat().st_mode & 0o777 == 0o700
+    for name in ("agent-id", "registry.json", "volume.json"):
+        assert (state / name).stat().st_mode & 0o777 == 0o600, name
