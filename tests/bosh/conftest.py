@@ -41,12 +41,15 @@ class RenderError(Exception):
     pass
 
 
-def render(template: str, properties: dict, spec: dict | None = None, tmp_path: Path | None = None) -> str:
-    """Render jobs/log-shipper/<template> as the director would; RenderError carries Ruby's message."""
+def render(template: str, properties: dict, spec: dict | None = None, job: Path = JOB) -> str:
+    """Render <job>/<template> as the director would; RenderError carries Ruby's message.
+
+    job: jobs/log-shipper by default, or a job unpacked from a release tarball (job.MF)."""
     ctx = json.dumps({"properties": properties, "spec": SPEC if spec is None else spec})
-    path = JOB / template if template == "monit" else JOB / "templates" / template
+    path = job / template if template == "monit" else job / "templates" / template
+    job_spec = job / "spec" if (job / "spec").exists() else job / "job.MF"
     proc = subprocess.run(
-        ["ruby", str(RENDER_RB), str(JOB / "spec"), str(path), "/dev/stdin"],
+        ["ruby", str(RENDER_RB), str(job_spec), str(path), "/dev/stdin"],
         input=ctx, capture_output=True, text=True, timeout=60,
     )
     if proc.returncode != 0:

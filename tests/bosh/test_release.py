@@ -32,8 +32,10 @@ def _python311() -> str:
 def _compile(tmp_path: Path, wheels: Path) -> tuple[subprocess.CompletedProcess, Path]:
     compile_dir = tmp_path / "compile"
     shutil.copytree(wheels, compile_dir / "log-shipper-wheels")
+    # As on a compilation VM: the install target is a link to the package's versioned directory.
+    (tmp_path / "data/packages/log-shipper/1").mkdir(parents=True)
     install = tmp_path / "install"
-    install.mkdir()
+    install.symlink_to(tmp_path / "data/packages/log-shipper/1")
     # Any attempt to reach an index would hit a dead proxy: the compile must be offline.
     env = {
         "PATH": os.environ["PATH"],
@@ -60,6 +62,7 @@ def test_packaging_installs_the_agent_offline_from_wheels(tmp_path, wheels):
                               capture_output=True, text=True, timeout=60)
 
     exe = install / "bin" / "log-shipper"
+    assert exe.read_text().splitlines()[0] == f"#!{install}/bin/python"
     help_ = run(str(exe), "--help")
     assert help_.returncode == 0, help_.stderr
     assert "check-config" in help_.stdout
