@@ -44,8 +44,10 @@ UPGRADE_VERSION = "0.1.0+lifecycle2"
 DAC_READ_SEARCH = 1 << 2
 
 # The stemcell's monitrc, with a unix socket instead of 127.0.0.1:2822 (other tests may run
-# beside this one) and a 1 s cycle instead of 10 s.
-MONITRC_TEXT = """set daemon 1
+# beside this one) and a 1 s cycle instead of 10 s. The start delay leaves the test time to
+# unmonitor the job before monit's first cycle would start it, as the BOSH agent keeps a
+# job stopped until its pre-start has run.
+MONITRC_TEXT = """set daemon 1 with start delay 5
 set logfile /var/vcap/monit/monit.log
 set pidfile /var/vcap/monit/monit.pid
 set idfile /var/vcap/monit/monit.id
@@ -194,6 +196,13 @@ class BoshVM:
         out = self.monit("summary").stdout
         return dict(re.findall(r"^ (\S+)\s{2,}(.+?)\s{2,}\w+\s*$", out, re.M))
 
+    def wait_status(self, status: str, timeout: float = 60) -> None:
+        """monit acts on a command at its next cycle: until the job shows `status`."""
+        deadline = time.monotonic() + timeout
+        while self.summary().get("log-shipper") != status:
+            assert time.monotonic() < deadline, self.monit("summary").stdout
+            time.sleep(0.2)
+
     def wait_running(self, not_pid: int | None = None, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -289,7 +298,8 @@ def test_job_lifecycle_under_monit_ships_every_line_once(releases, es_node, es, 
         assert shebang == "#!/var/vcap/packages/log-shipper/bin/python\n"
         host.apply_job(v1, _props(es_node.url, index_name, health_port, "lifecycle-v1"), 1)
         host.start_monit()
-        assert host.summary().get("log-shipper") == "Not monitored"
+        host.monit("unmonitor", "all")
+        host.wait_status("Not monitored")
 
         writer = Writer({j: vm.path(f"{LOG}/{j}/{j}.log") for j in jobs}, lines_per_s=150, keep_open=True)
         for j in jobs:
@@ -320,12 +330,13 @@ def test_job_lifecycle_under_monit_ships_every_line_once(releases, es_node, es, 
 
         # Update: the agent's drain sequence, then stop.
         host.monit("unmonitor", "all")
+        host.wait_status("Not monitored")
         drain = vm.run("/var/vcap/jobs/log-shipper/bin/drain", "job_changed", "hash_changed", "log-shipper")
         assert drain.stdout == "0\n", drain.stdout + drain.stderr
         assert host.agent_pid() is None, "drain returned with the agent still running"
         assert "exited after" in vm.path(f"{LOG}/log-shipper/drain.log").read_text()
         host.monit("stop", "all")
-        assert host.summary().get("log-shipper") == "Not monitored"
+        host.wait_status("Not monitored")
 
         # New package version and re-rendered templates while the logs keep growing.
         installed2 = host.install_packages(v2)
