@@ -282,3 +282,17 @@ def test_root_side_scripts_write_through_no_link_the_agents_user_planted(tmp_pat
         for p in [pid] + ([int((state / "pid").read_text())] if (state / "pid").exists() else []):
             if p and _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_ctl_refuses_a_link_where_its_own_directory_belongs(tmp_path):
+    """chown/chmod of the agent's directories must not follow a link to someone else's."""
+    vcap, ctl, env = _vcap_tree(tmp_path)
+    victim = tmp_path / "root-dir"
+    victim.mkdir(mode=0o700)
+    (vcap / "data").mkdir(parents=True, exist_ok=True)
+    (vcap / "data/log-shipper").symlink_to(victim)
+    result = _ctl(ctl, env, "start")
+    assert result.returncode == 1
+    assert "refusing" in result.stderr and "symbolic link" in result.stderr
+    assert (victim.stat().st_uid, victim.stat().st_mode & 0o777) == (0, 0o700)
+    assert not (vcap / "sys/run/log-shipper/log-shipper.pid").exists()
