@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
-# Debian packages the tests drive for real, the Elasticsearch artifact, the bosh CLI.
+# Debian packages the tests drive for real (monit: the BOSH VM lifecycle test), the Elasticsearch
+# artifact. The bosh CLI is not installed here: $BOSH_CLI, bosh on PATH or ../shared/tools/bosh.
 deps: $(STAMP)
-	@missing=""; for c in logrotate:logrotate ruby:ruby nginx:nginx-light openssl:openssl setpriv:util-linux mvn:maven java:openjdk-17-jre-headless; do \
+	@missing=""; for c in logrotate:logrotate ruby:ruby nginx:nginx-light openssl:openssl setpriv:util-linux monit:monit mvn:maven java:openjdk-17-jre-headless; do \
 	  command -v $${c%%:*} >/dev/null || [ -x /usr/sbin/$${c%%:*} ] || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 	$(PY) -m tests.support.esnode fetch

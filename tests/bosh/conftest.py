@@ -1,5 +1,6 @@
 """Helpers for the BOSH release tests: render templates with real Ruby ERB, parse YAML
-with Ruby (PyYAML is not a dependency), and build the agent's wheels once per session."""
+with Ruby (PyYAML is not a dependency), find the real bosh CLI, and build the release
+tarball with it once per session."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ JOB = REPO / "jobs" / "log-shipper"
 RELEASE = REPO / "bosh"
 RENDER_RB = Path(__file__).with_name("render.rb")
 LOG_SHIPPER = Path(sys.executable).with_name("log-shipper")
-WHEEL_CACHE = Path(os.environ.get("LOG_SHIPPER_WHEEL_CACHE", "/var/tmp/log-shipper-cache/wheels"))
+STANDIN = Path(__file__).with_name("test-only-python-3.11")
 
 # What a director hands a template for instance router/2 in deployment cf.
 SPEC = {
@@ -38,12 +41,15 @@ class RenderError(Exception):
     pass
 
 
-def render(template: str, properties: dict, spec: dict | None = None, tmp_path: Path | None = None) -> str:
-    """Render jobs/log-shipper/<template> as the director would; RenderError carries Ruby's message."""
+def render(template: str, properties: dict, spec: dict | None = None, job: Path = JOB) -> str:
+    """Render <job>/<template> as the director would; RenderError carries Ruby's message.
+
+    job: jobs/log-shipper by default, or a job unpacked from a release tarball (job.MF)."""
     ctx = json.dumps({"properties": properties, "spec": SPEC if spec is None else spec})
-    path = JOB / template if template == "monit" else JOB / "templates" / template
+    path = job / template if template == "monit" else job / "templates" / template
+    job_spec = job / "spec" if (job / "spec").exists() else job / "job.MF"
     proc = subprocess.run(
-        ["ruby", str(RENDER_RB), str(JOB / "spec"), str(path), "/dev/stdin"],
+        ["ruby", str(RENDER_RB), str(job_spec), str(path), "/dev/stdin"],
         input=ctx, capture_output=True, text=True, timeout=60,
     )
     if proc.returncode != 0:
@@ -64,27 +70,58 @@ def check_config(path: Path, exe: Path = LOG_SHIPPER) -> subprocess.CompletedPro
     return subprocess.run([str(exe), "check-config", "--config", str(path)], capture_output=True, text=True, timeout=60)
 
 
-def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True,
-                   capture_output=True, text=True, timeout=300)
+def bosh_cli() -> str:
+    """The real bosh CLI, found as make-release.sh finds it; never vendored by the project."""
+    candidates = [os.environ.get("BOSH_CLI"), shutil.which("bosh"), str(REPO.parent / "shared/tools/bosh")]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise AssertionError("no bosh CLI: set BOSH_CLI, put bosh on PATH, or place it at ../shared/tools/bosh "
+                         "beside the project root (CI has it there)")
+
+
+@dataclass
+class Release:
+    dir: Path       # the assembled release directory (a copy, never bosh/ itself)
+    tarball: Path
+    unpacked: Path  # the tarball extracted: release.MF, jobs/*.tgz, packages/*.tgz
+
+    def package(self, name: str) -> Path:
+        """packages/<name>.tgz of the tarball, extracted (what a compilation VM receives)."""
+        out = self.unpacked / "packages" / name
+        if not out.exists():
+            with tarfile.open(self.unpacked / "packages" / f"{name}.tgz") as t:
+                t.extractall(out, filter="tar")
+        return out
+
+    def job(self, name: str) -> Path:
+        out = self.unpacked / "jobs" / name
+        if not out.exists():
+            with tarfile.open(self.unpacked / "jobs" / f"{name}.tgz") as t:
+                t.extractall(out, filter="tar")
+        return out
+
+
+def make_release(release_dir: Path, tarball: Path, home: Path, **env: str) -> subprocess.CompletedProcess:
+    """`make release` into a copy, with the test-only python-3.11 stand-in, by the real CLI."""
+    full_env = dict(os.environ, RELEASE_DIR=str(release_dir), TARBALL=str(tarball), PYTHON=sys.executable,
+                    BOSH_CLI=bosh_cli(), TEST_ONLY_PYTHON_STANDIN=str(STANDIN), HOME=str(home), **env)
+    return subprocess.run(["bash", str(RELEASE / "scripts/make-release.sh")], env=full_env,
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="session")
-def wheels(tmp_path_factory) -> Path:
-    """The agent (built from this tree) and all its dependencies as wheels.
+def release(tmp_path_factory) -> Release:
+    base = tmp_path_factory.mktemp("release")
+    result = make_release(base / "log-shipper-release", base / "log-shipper.tgz", base)
+    assert result.returncode == 0, result.stdout + result.stderr
+    unpacked = base / "unpacked"
+    with tarfile.open(base / "log-shipper.tgz") as t:
+        t.extractall(unpacked, filter="tar")
+    return Release(base / "log-shipper-release", base / "log-shipper.tgz", unpacked)
 
-    Dependencies are cached under WHEEL_CACHE so that a warm run needs no network; the
-    agent's wheel is always rebuilt, since its code is what is under test."""
-    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-    out = tmp_path_factory.mktemp("wheels")
-    _pip("wheel", "--no-deps", "--wheel-dir", str(out), str(REPO))
-    agent = next(out.glob("log_shipper-*.whl"))
-    try:
-        _pip("wheel", "--no-index", "--find-links", str(WHEEL_CACHE), "--wheel-dir", str(WHEEL_CACHE), str(agent))
-    except subprocess.CalledProcessError:
-        # Cold or stale cache: fetch what is missing from the index once.
-        _pip("wheel", "--find-links", str(WHEEL_CACHE), "--wheel-dir", str(WHEEL_CACHE), str(agent))
-    for whl in WHEEL_CACHE.glob("*.whl"):
-        if not whl.name.startswith("log_shipper-"):
-            shutil.copy2(whl, out)
-    return out
+
+@pytest.fixture(scope="session")
+def wheels(release) -> Path:
+    """The wheels inside the release tarball's log-shipper package."""
+    return release.package("log-shipper") / "log-shipper-wheels"

@@ -1,23 +1,21 @@
-"""The BOSH release: the packaging script run for real from wheels with no index, and the
-release directory checked the way `bosh create-release` would check it.
-
-There is no bosh CLI here (the Go module proxy refuses every bosh-cli version), so the
-structural checks below stand in for create-release; they do not replace running it."""
+"""The BOSH release built by the real bosh CLI (`make release`, with the test-only python-3.11
+stand-in), its tarball checked, the packaging script run from the tarball's wheels with no
+index, and the runtime config interpolated by `bosh interpolate`."""
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
-import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.bosh.conftest import HOSTS, JOB, RELEASE, render, ruby_yaml
+from tests.bosh.conftest import HOSTS, JOB, RELEASE, REPO, STANDIN, bosh_cli, check_config, render, ruby_yaml
 
 # Packages that come into bosh/packages only through `bosh vendor-package`, which needs the
 # bosh CLI and the network; bosh/README.md pins where they come from.
@@ -34,8 +32,10 @@ def _python311() -> str:
 def _compile(tmp_path: Path, wheels: Path) -> tuple[subprocess.CompletedProcess, Path]:
     compile_dir = tmp_path / "compile"
     shutil.copytree(wheels, compile_dir / "log-shipper-wheels")
+    # As on a compilation VM: the install target is a link to the package's versioned directory.
+    (tmp_path / "data/packages/log-shipper/1").mkdir(parents=True)
     install = tmp_path / "install"
-    install.mkdir()
+    install.symlink_to(tmp_path / "data/packages/log-shipper/1")
     # Any attempt to reach an index would hit a dead proxy: the compile must be offline.
     env = {
         "PATH": os.environ["PATH"],
@@ -62,6 +62,7 @@ def test_packaging_installs_the_agent_offline_from_wheels(tmp_path, wheels):
                               capture_output=True, text=True, timeout=60)
 
     exe = install / "bin" / "log-shipper"
+    assert exe.read_text().splitlines()[0] == f"#!{install}/bin/python"
     help_ = run(str(exe), "--help")
     assert help_.returncode == 0, help_.stderr
     assert "check-config" in help_.stdout
@@ -84,110 +85,121 @@ def test_packaging_fails_when_a_dependency_wheel_is_missing(tmp_path, wheels):
     assert "click" in (result.stdout + result.stderr).lower()
 
 
-@pytest.fixture(scope="module")
-def assembled(tmp_path_factory, wheels) -> Path:
-    """The release directory as `make release` assembles it, from the prebuilt wheels."""
-    out = tmp_path_factory.mktemp("release") / "log-shipper-release"
-    # PATH without a bosh CLI, as on this machine; PYTHON: whichever venv runs the tests.
-    env = dict(os.environ, RELEASE_DIR=str(out), WHEELS_DIR=str(wheels), PATH="/usr/bin:/bin", PYTHON=sys.executable)
-    result = subprocess.run(["bash", str(RELEASE / "scripts/make-release.sh")], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "no bosh CLI on PATH" in result.stderr
-    return out
+def _sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _glob_files(base: Path, pattern: str) -> list[Path]:
-    """BOSH package `files` globs (`*` within a name, `**` across directories)."""
-    rx = re.compile("^" + "".join(
-        ".*" if part == "**" else fnmatch.translate(part).removeprefix("(?s:").removesuffix(")\\Z")
-        for part in re.split(r"(\*\*)", pattern)) + "$")
-    return [p for p in base.rglob("*") if p.is_file() and rx.match(p.relative_to(base).as_posix())]
+def bosh_package_fingerprint(pkg: Path, dependencies: list[str]) -> str:
+    """BOSH's v2 package fingerprint, computed here independently of the CLI: per file its
+    path, digest and git-like mode (none for the packaging script), then the dependencies."""
+    chunks = ["v2"]
+    for f in sorted((p for p in pkg.rglob("*") if p.is_file()), key=lambda p: p.relative_to(pkg).as_posix()):
+        rel = f.relative_to(pkg).as_posix()
+        mode = "" if rel in ("packaging", "pre_packaging") else ("100755" if f.stat().st_mode & 0o111 else "100644")
+        chunks.append(rel + _sha256(f) + mode)
+    if dependencies:
+        chunks.append(",".join(sorted(dependencies)))
+    return hashlib.sha256("".join(chunks).encode()).hexdigest()
 
 
-def validate_release(root: Path) -> list[str]:
-    """What `bosh create-release` refuses, as a list of problems (empty: fine)."""
-    problems = []
-    final = ruby_yaml((root / "config/final.yml").read_text()) or {}
-    if not final.get("name"):
-        problems.append("config/final.yml: no name")
-    blobs = ruby_yaml((root / "config/blobs.yml").read_text()) or {}
-    if not isinstance(blobs, dict):
-        problems.append("config/blobs.yml: not a map")
-        blobs = {}
-    for name, entry in blobs.items():
-        f = root / "blobs" / name
-        if not f.is_file():
-            problems.append(f"blobs.yml: {name}: no file under blobs/")
-            continue
-        if entry.get("size") != f.stat().st_size:
-            problems.append(f"blobs.yml: {name}: size {entry.get('size')} != {f.stat().st_size}")
-        if entry.get("sha") != "sha256:" + hashlib.sha256(f.read_bytes()).hexdigest():
-            problems.append(f"blobs.yml: {name}: sha mismatch")
-
-    packages = {}
-    for spec_file in sorted((root / "packages").glob("*/spec")):
-        spec = ruby_yaml(spec_file.read_text())
-        pdir = spec_file.parent
-        packages[spec["name"]] = spec
-        if spec["name"] != pdir.name:
-            problems.append(f"package {pdir.name}: spec name is {spec['name']}")
-        if not (pdir / "packaging").is_file():
-            problems.append(f"package {pdir.name}: no packaging script")
-        for pattern in spec.get("files") or []:
-            if not (_glob_files(root / "src", pattern) + _glob_files(root / "blobs", pattern)):
-                problems.append(f"package {pdir.name}: files glob {pattern!r} matches nothing in src/ or blobs/")
-    known = set(packages) | {p.parent.name for p in (root / "packages").glob("*/spec.lock")}
-
-    def need(pkg: str, who: str) -> None:
-        if pkg not in known and pkg not in VENDORED:
-            problems.append(f"{who}: package {pkg!r} is not in packages/")
-
-    for name, spec in packages.items():
-        for dep in spec.get("dependencies") or []:
-            need(dep, f"package {name}")
-
-    jobs = sorted((root / "jobs").glob("*/spec"))
-    if not jobs:
-        problems.append("no jobs")
-    for spec_file in jobs:
-        jdir = spec_file.parent
-        spec = ruby_yaml(spec_file.read_text())
-        if spec["name"] != jdir.name:
-            problems.append(f"job {jdir.name}: spec name is {spec['name']}")
-        if not (jdir / "monit").is_file():
-            problems.append(f"job {jdir.name}: no monit file")
-        for template in spec.get("templates") or {}:
-            if not (jdir / "templates" / template).is_file():
-                problems.append(f"job {jdir.name}: template {template} is missing")
-        for pkg in spec.get("packages") or []:
-            need(pkg, f"job {jdir.name}")
-    return problems
+def test_release_manifest_lists_the_job_and_packages_with_their_digests(release):
+    mf = ruby_yaml((release.unpacked / "release.MF").read_text())
+    # The stand-in python-3.11 makes it a test release, and its name says so.
+    assert (mf["name"], mf["version"]) == ("log-shipper-test-standin", "0+dev.1")
+    assert [j["name"] for j in mf["jobs"]] == ["log-shipper"]
+    assert mf["jobs"][0]["packages"] == ["python-3.11", "log-shipper"]
+    assert sorted(p["name"] for p in mf["packages"]) == ["log-shipper", "python-3.11"]
+    for kind, entries in (("jobs", mf["jobs"]), ("packages", mf["packages"])):
+        for e in entries:
+            assert e["sha1"] == _sha256(release.unpacked / kind / f"{e['name']}.tgz"), e["name"]
+            assert e["version"] == e["fingerprint"]  # a dev release versions by fingerprint
 
 
-def test_assembled_release_passes_the_create_release_checks(assembled):
-    assert validate_release(assembled) == []
-    # A copy holds the jobs themselves; a link would dangle outside the repo.
-    assert (assembled / "jobs").is_dir() and not (assembled / "jobs").is_symlink()
-    names = {p.name.split("-")[0] for p in (assembled / "blobs/log-shipper-wheels").glob("*.whl")}
-    assert {"log_shipper", "click", "orjson", "elasticsearch", "watchdog", "tenacity"} <= names
+def test_package_fingerprints_are_those_of_the_packaged_files(release):
+    mf = ruby_yaml((release.unpacked / "release.MF").read_text())
+    for p in mf["packages"]:
+        pkg = release.package(p["name"])
+        assert bosh_package_fingerprint(pkg, p["dependencies"]) == p["fingerprint"], p["name"]
+    # The packaged wheels are the staged blobs, byte for byte.
+    pkg_wheels = sorted((release.package("log-shipper") / "log-shipper-wheels").glob("*.whl"))
+    blobs = sorted((release.dir / "blobs/log-shipper-wheels").glob("*.whl"))
+    assert [w.name for w in pkg_wheels] == [b.name for b in blobs]
+    assert all(w.read_bytes() == b.read_bytes() for w, b in zip(pkg_wheels, blobs))
+    assert (release.package("log-shipper") / "packaging").read_bytes() == \
+        (RELEASE / "packages/log-shipper/packaging").read_bytes()
+    assert "TEST-ONLY STAND-IN" in (release.package("python-3.11") / "packaging").read_text()
 
 
-def test_the_checks_catch_a_broken_release(assembled, tmp_path):
-    """The validator must fail on what create-release fails on, or its pass means nothing."""
+def test_job_in_the_tarball_is_the_repo_job(release):
+    job = release.job("log-shipper")
+    mf = ruby_yaml((job / "job.MF").read_text())
+    spec = ruby_yaml((JOB / "spec").read_text())
+    assert mf["name"] == "log-shipper"
+    assert mf["templates"] == spec["templates"]
+    assert mf["packages"] == spec["packages"]
+    assert mf["properties"] == spec["properties"]
+    for template in spec["templates"]:
+        assert (job / "templates" / template).read_bytes() == (JOB / "templates" / template).read_bytes(), template
+    assert (job / "monit").read_bytes() == (JOB / "monit").read_bytes()
+
+
+def test_wheels_inside_are_this_agent_and_its_dependencies_for_the_stemcell(wheels):
+    names = {w.name.split("-")[0].lower() for w in wheels.glob("*.whl")}
+    assert {"log_shipper", "click", "orjson", "elasticsearch", "elastic_transport", "watchdog", "tenacity",
+            "prometheus_client", "urllib3", "certifi"} <= names
+    for w in wheels.glob("*.whl"):
+        tags = w.name.removesuffix(".whl").split("-")[-3:]
+        assert tags[0] in ("py3", "py2.py3", "cp311"), w.name
+        assert tags[2] == "any" or "x86_64" in tags[2] and "manylinux" in tags[2], w.name
+    (agent_wheel,) = wheels.glob("log_shipper-*.whl")
+    with zipfile.ZipFile(agent_wheel) as z:
+        for module in ("agent/cli.py", "agent/pipeline.py", "agent/kibana/objects.ndjson"):
+            assert z.read(module) == (REPO / module).read_bytes(), module
+
+
+def _create_release(release_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([bosh_cli(), "create-release", "--dir", str(release_dir), "--force",
+                           "--tarball", str(tmp_path / "out.tgz")],
+                          env=dict(os.environ, HOME=str(tmp_path)), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("missing template", "drain.erb"),
+    ("missing wheels", "Missing files for pattern 'log-shipper-wheels/*.whl'"),
+    ("no src dir", "/src: no such file or directory"),
+])
+def test_the_real_cli_refuses_a_broken_release(release, tmp_path, breakage, message):
+    """The tarball checks above mean something only if the CLI refuses what is broken."""
     broken = tmp_path / "broken"
-    shutil.copytree(assembled, broken)
-    (broken / "jobs/log-shipper/templates/drain.erb").unlink()
-    shutil.rmtree(broken / "blobs/log-shipper-wheels")
-    (broken / "config/final.yml").write_text("---\nblobstore: {provider: local}\n")
-    spec = broken / "jobs/log-shipper/spec"
-    spec.write_text(spec.read_text().replace("- log-shipper\n", "- log-shipper\n- no-such-package\n", 1))
-    problems = "\n".join(validate_release(broken))
-    assert "template drain.erb is missing" in problems
-    assert "matches nothing" in problems
-    assert "no file under blobs/" in problems
-    assert "final.yml: no name" in problems
-    assert "'no-such-package' is not in packages/" in problems
+    shutil.copytree(release.dir, broken, symlinks=True)
+    if breakage == "missing template":
+        (broken / "jobs/log-shipper/templates/drain.erb").unlink()
+    elif breakage == "missing wheels":
+        shutil.rmtree(broken / "blobs/log-shipper-wheels")
+        (broken / "config/blobs.yml").write_text("{}\n")
+    else:  # what every operator's first create-release hit before make-release made src/
+        shutil.rmtree(broken / "src")
+    result = _create_release(broken, tmp_path)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_make_release_refuses_without_the_vendored_runtime(release, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TEST_ONLY_PYTHON_STANDIN"}
+    copy = tmp_path / "rel"
+    shutil.copytree(release.dir, copy, symlinks=True)
+    shutil.rmtree(copy / "packages/python-3.11")
+    result = subprocess.run(["bash", str(RELEASE / "scripts/make-release.sh")],
+                            env=dict(env, RELEASE_DIR=str(copy), BOSH_CLI=bosh_cli(), HOME=str(tmp_path)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "bosh vendor-package python-3.11" in result.stderr
+    # The stand-in never goes into the repo's release directory.
+    result = subprocess.run(["bash", str(RELEASE / "scripts/make-release.sh")],
+                            env=dict(env, TEST_ONLY_PYTHON_STANDIN=str(STANDIN), BOSH_CLI=bosh_cli()),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "needs RELEASE_DIR" in result.stderr
 
 
 def test_release_root_in_the_repo_links_the_top_level_jobs():
@@ -226,3 +238,34 @@ def test_runtime_config_is_a_valid_addon_for_this_job():
                 yield f"{prefix}{k}"
 
     assert set(leaves(job["properties"])) <= declared
+
+
+def _interpolate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([bosh_cli(), "interpolate", str(RELEASE / "runtime-config.yml"),
+                           "-l", str(RELEASE / "vars.example.yml"), "--var-errs", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_runtime_config_interpolates_and_its_properties_pass_check_config(tmp_path):
+    # With only the example vars, exactly the CredHub variables are left for the director.
+    missing = _interpolate()
+    assert missing.returncode != 0
+    assert re.findall(r"^\s+- (\S+)$", missing.stdout + missing.stderr, re.M) == \
+        ["log_shipper_es_api_key", "log_shipper_es_ca"]
+
+    ca = "-----BEGIN CERTIFICATE-----\nMIIBfakeCA\n-----END CERTIFICATE-----\n"
+    credhub = tmp_path / "credhub.yml"
+    credhub.write_text(json.dumps({"log_shipper_es_api_key": "aWQ6a2V5", "log_shipper_es_ca": {"certificate": ca}}))
+    result = _interpolate("-l", str(credhub))
+    assert result.returncode == 0, result.stderr
+    rc = ruby_yaml(result.stdout)
+    props = rc["addons"][0]["jobs"][0]["properties"]
+    assert props["log_shipper"]["elasticsearch"]["hosts"] == ["https://es-1.example.com:9200",
+                                                                "https://es-2.example.com:9200"]
+    assert rc["releases"][0]["version"] == "latest"
+    cfg = tmp_path / "config.json"
+    cfg.write_text(render("config.json.erb", props).replace("/var/vcap/jobs/log-shipper/config", str(tmp_path)))
+    (tmp_path / "ca.pem").write_text(render("ca.pem.erb", props))
+    ok = check_config(cfg)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(cfg.read_text())["bosh"]["director"] == "bosh-prod-eu"

@@ -35,6 +35,28 @@ def test_scripts_are_valid_bash(tmp_path, template, use_bpm):
     assert result.returncode == 0, result.stderr
 
 
+def _open_to_user(tmp_path: Path) -> None:
+    """The temp tree traversable by the unprivileged user the scripts drop to (pytest makes it 0700)."""
+    for d in [tmp_path, *tmp_path.parents]:
+        if d == Path("/"):
+            break
+        d.chmod(d.stat().st_mode | 0o011)
+
+
+def _user_log_dir(path: Path) -> Path:
+    """The agent's log directory as pre-start leaves it: owned by the agent's user ("nobody" here)."""
+    path.mkdir(exist_ok=True)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    _open_to_user(path.parent)
+    return path
+
+
+def _drain_env(pidfile: Path, log_dir: Path) -> dict:
+    return dict(os.environ, LOG_SHIPPER_PIDFILE=str(pidfile), LOG_SHIPPER_LOG_DIR=str(_user_log_dir(log_dir)),
+                LOG_SHIPPER_USER="nobody")
+
+
 def _spawn_flusher(tmp_path: Path, flush_s: float) -> subprocess.Popen:
     """A real process that, like the agent, takes flush_s to finish after SIGTERM."""
     code = textwrap.dedent(f"""
@@ -62,7 +84,7 @@ def test_drain_terms_the_agent_waits_for_its_flush_and_prints_only_zero(tmp_path
     pidfile = tmp_path / "log-shipper.pid"
     pidfile.write_text(f"{proc.pid}\n")
     drain = write_script(tmp_path / "drain", render("drain.erb", HOSTS))
-    env = dict(os.environ, LOG_SHIPPER_PIDFILE=str(pidfile), LOG_SHIPPER_LOG_DIR=str(tmp_path / "log"))
+    env = _drain_env(pidfile, tmp_path / "log")
 
     started = time.monotonic()
     result = subprocess.run([str(drain)], capture_output=True, text=True, env=env, timeout=30)
@@ -83,19 +105,19 @@ def test_drain_gives_up_after_its_timeout_and_still_prints_zero(tmp_path):
         pidfile.write_text(str(proc.pid))
         props = {"log_shipper": {**HOSTS["log_shipper"], "drain_timeout_s": 1}}
         drain = write_script(tmp_path / "drain", render("drain.erb", props))
-        env = dict(os.environ, LOG_SHIPPER_PIDFILE=str(pidfile), LOG_SHIPPER_LOG_DIR=str(tmp_path))
+        env = _drain_env(pidfile, tmp_path / "log")
         started = time.monotonic()
         result = subprocess.run([str(drain)], capture_output=True, text=True, env=env, timeout=30)
         assert result.stdout == "0\n"
         assert 1.0 <= time.monotonic() - started < 10
-        assert "still running after 1s" in (tmp_path / "drain.log").read_text()
+        assert "still running after 1s" in (tmp_path / "log/drain.log").read_text()
     finally:
         proc.kill()
 
 
 def test_drain_with_no_agent_running_prints_zero(tmp_path):
     drain = write_script(tmp_path / "drain", render("drain.erb", HOSTS))
-    env = dict(os.environ, LOG_SHIPPER_PIDFILE=str(tmp_path / "absent.pid"), LOG_SHIPPER_LOG_DIR=str(tmp_path))
+    env = _drain_env(tmp_path / "absent.pid", tmp_path / "log")
     result = subprocess.run([str(drain)], capture_output=True, text=True, env=env, timeout=30)
     assert (result.returncode, result.stdout) == (0, "0\n")
 
@@ -104,50 +126,72 @@ def test_drain_with_no_agent_running_prints_zero(tmp_path):
 # waits for SIGTERM like the agent. What is tested is ctl's setpriv/cap setup around it.
 PROBE = """#!/bin/bash
 out="$VCAP_ROOT/data/log-shipper"
+echo $$ >"$out/pid"
 id -u >"$out/uid"
 grep -E '^Cap(Eff|Bnd|Amb):' /proc/self/status >"$out/caps"
 grep -E '^NoNewPrivs:' /proc/self/status >>"$out/caps"
 cat "$VCAP_ROOT/sys/log/other-job/secret.log" >"$out/read" 2>&1 || true
 if echo tampered >>"$VCAP_ROOT/sys/log/other-job/secret.log" 2>/dev/null; then echo yes; else echo no; fi >"$out/wrote"
 echo "$*" >"$out/args"
-trap 'exit 0' TERM
+trap 'echo TERM >"$out/exit"; exit 0' TERM
 while :; do sleep 0.1; done
 """
 
 
-def test_ctl_runs_the_agent_unprivileged_with_only_dac_read_search(tmp_path):
-    assert os.geteuid() == 0, "ctl runs as root under monit; this test must too (it does in CI)"
-    user = pwd.getpwnam("nobody")
+def _vcap_tree(tmp_path: Path) -> tuple[Path, Path, dict]:
+    """A /var/vcap with the probe as bin/log-shipper and a root-only job log; ctl and its env."""
     vcap = tmp_path / "vcap"
     (vcap / "jobs/log-shipper/bin").mkdir(parents=True)
     other = vcap / "sys/log/other-job"
     other.mkdir(parents=True)
-    secret = other / "secret.log"
-    secret.write_text("only root may read this\n")
-    secret.chmod(0o600)
+    (other / "secret.log").write_text("only root may read this\n")
+    (other / "secret.log").chmod(0o600)
     other.chmod(0o700)
     write_script(vcap / "jobs/log-shipper/bin/log-shipper", PROBE)
     ctl = write_script(tmp_path / "ctl", render("ctl.erb", HOSTS))
     env = dict(os.environ, VCAP_ROOT=str(vcap), LOG_SHIPPER_USER="nobody",
                LOG_SHIPPER_CGROUP_ROOT=str(tmp_path / "no-cgroupfs"))
     # The traversal to the temp tree must not depend on the capability under test.
-    for d in [tmp_path, *tmp_path.parents]:
-        if d == Path("/"):
-            break
-        d.chmod(d.stat().st_mode | 0o011)
+    _open_to_user(tmp_path)
+    return vcap, ctl, env
 
-    agent = subprocess.Popen(["bash", str(ctl), "start"], env=env)
-    state = vcap / "data/log-shipper"
+
+def _ctl(ctl: Path, env: dict, action: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ctl), action], env=env, capture_output=True, text=True, timeout=60)
+
+
+def _wait_for(path: Path, what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not path.exists():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
     try:
-        deadline = time.monotonic() + 15
-        while not (state / "args").exists():
-            assert agent.poll() is None, f"ctl start exited {agent.returncode}: " + \
-                (vcap / "sys/log/log-shipper/log-shipper.stderr.log").read_text()
-            assert time.monotonic() < deadline, "the agent stand-in never ran"
-            time.sleep(0.05)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_ctl_runs_the_agent_unprivileged_with_only_dac_read_search(tmp_path):
+    assert os.geteuid() == 0, "ctl runs as root under monit; this test must too (it does in CI)"
+    user = pwd.getpwnam("nobody")
+    vcap, ctl, env = _vcap_tree(tmp_path)
+    secret, other = vcap / "sys/log/other-job/secret.log", vcap / "sys/log/other-job"
+    state = vcap / "data/log-shipper"
+    pid = None
+    try:
+        # monit (5.18+) waits for the start program: ctl start must return, the agent running on.
+        start = _ctl(ctl, env, "start")
+        assert start.returncode == 0, start.stderr
+        _wait_for(state / "args", "the agent stand-in never ran: " +
+                  (vcap / "sys/log/log-shipper/log-shipper.stderr.log").read_text())
         time.sleep(0.2)
 
-        assert (vcap / "sys/run/log-shipper/log-shipper.pid").read_text().strip() == str(agent.pid)
+        pid = int((state / "pid").read_text())
+        assert (vcap / "sys/run/log-shipper/log-shipper.pid").read_text().strip() == str(pid)
+        assert _alive(pid)
         assert (state / "uid").read_text().strip() == str(user.pw_uid)
         caps = dict(line.split(":\t") for line in (state / "caps").read_text().splitlines())
         dac_read_search = 1 << 2
@@ -164,15 +208,91 @@ def test_ctl_runs_the_agent_unprivileged_with_only_dac_read_search(tmp_path):
         assert (secret.stat().st_uid, secret.stat().st_mode & 0o777) == (0, 0o600)
         assert (other.stat().st_uid, other.stat().st_mode & 0o777) == (0, 0o700)
         assert "memory and CPU not capped" in (vcap / "sys/log/log-shipper/log-shipper.stdout.log").read_text()
+        # The agent's own logs are the agent user's files, opened after the drop.
+        for name in ("log-shipper.stdout.log", "log-shipper.stderr.log"):
+            assert (vcap / "sys/log/log-shipper" / name).stat().st_uid == user.pw_uid, name
 
-        started = time.monotonic()
-        stop = subprocess.run(["bash", str(ctl), "stop"], env=env, capture_output=True, text=True, timeout=30)
+        again = _ctl(ctl, env, "start")
+        assert again.returncode == 0, again.stderr
+        assert f"already running as pid {pid}" in (vcap / "sys/log/log-shipper/ctl.log").read_text()
+
+        stop = _ctl(ctl, env, "stop")
         assert stop.returncode == 0, stop.stderr
-        # The stand-in exits at once on SIGTERM; an unreaped zombie must not hold stop up.
-        assert time.monotonic() - started < 5
-        assert agent.wait(timeout=10) == 0  # exited on SIGTERM, not killed
+        assert (state / "exit").read_text() == "TERM\n"  # exited on SIGTERM, not killed
+        assert not _alive(pid)
         assert not (vcap / "sys/run/log-shipper/log-shipper.pid").exists()
     finally:
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGKILL)
-            agent.wait()
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _as_nobody(*argv: str) -> None:
+    subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", *argv],
+                   check=True, capture_output=True, timeout=30)
+
+
+def test_root_side_scripts_write_through_no_link_the_agents_user_planted(tmp_path):
+    """Issue 13: ctl and drain run as root, in a directory the agent's user owns. That user
+    replaces their log files with links to root's files; root must not write through them."""
+    vcap, ctl, env = _vcap_tree(tmp_path)
+    log_dir = _user_log_dir(vcap / "sys/log/log-shipper")
+    state = vcap / "data/log-shipper"
+    guarded = tmp_path / "root-only"
+    guarded.mkdir(mode=0o755)
+    targets = {name: guarded / f"{name}.target" for name in
+               ("ctl.log", "log-shipper.stderr.log", "drain.log")}
+    for t in targets.values():
+        t.write_text("root's file\n")
+        t.chmod(0o644)
+    absent = guarded / "created-by-root"  # a link to a file that does not exist yet
+    pid = None
+    try:
+        assert _ctl(ctl, env, "start").returncode == 0
+        _wait_for(state / "pid", "the agent stand-in never ran")
+        pid = int((state / "pid").read_text())
+
+        # While it runs: ctl.log, written by `ctl start` when the agent is already up.
+        (log_dir / "ctl.log").unlink(missing_ok=True)
+        _as_nobody("ln", "-s", str(targets["ctl.log"]), str(log_dir / "ctl.log"))
+        assert _ctl(ctl, env, "start").returncode == 0
+        assert _ctl(ctl, env, "stop").returncode == 0
+        assert not _alive(pid)
+
+        # Stopped: the agent's stderr and stdout logs, which `ctl start` redirects.
+        for name, target in (("log-shipper.stderr.log", targets["log-shipper.stderr.log"]),
+                             ("log-shipper.stdout.log", absent)):
+            (log_dir / name).unlink()
+            _as_nobody("ln", "-s", str(target), str(log_dir / name))
+        _ctl(ctl, env, "start")
+        time.sleep(1)  # the background start has had its chance to open the logs
+        _ctl(ctl, env, "stop")
+
+        # drain.log, written by bin/drain.
+        _as_nobody("ln", "-s", str(targets["drain.log"]), str(log_dir / "drain.log"))
+        drain = write_script(tmp_path / "drain", render("drain.erb", HOSTS))
+        result = subprocess.run([str(drain)], capture_output=True, text=True, timeout=30,
+                                env=_drain_env(vcap / "sys/run/log-shipper/log-shipper.pid", log_dir))
+        assert (result.returncode, result.stdout) == (0, "0\n")
+
+        for name, t in targets.items():
+            assert (t.read_text(), t.stat().st_uid) == ("root's file\n", 0), name
+        assert not absent.exists()
+        assert sorted(p.name for p in guarded.iterdir()) == sorted(t.name for t in targets.values())
+    finally:
+        for p in [pid] + ([int((state / "pid").read_text())] if (state / "pid").exists() else []):
+            if p and _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_ctl_refuses_a_link_where_its_own_directory_belongs(tmp_path):
+    """chown/chmod of the agent's directories must not follow a link to someone else's."""
+    vcap, ctl, env = _vcap_tree(tmp_path)
+    victim = tmp_path / "root-dir"
+    victim.mkdir(mode=0o700)
+    (vcap / "data").mkdir(parents=True, exist_ok=True)
+    (vcap / "data/log-shipper").symlink_to(victim)
+    result = _ctl(ctl, env, "start")
+    assert result.returncode == 1
+    assert "refusing" in result.stderr and "symbolic link" in result.stderr
+    assert (victim.stat().st_uid, victim.stat().st_mode & 0o777) == (0, 0o700)
+    assert not (vcap / "sys/run/log-shipper/log-shipper.pid").exists()
