@@ -83,6 +83,9 @@ class ReaderConfig:
     # A last line without a newline is shipped once the file has been quiet this long.
     idle_flush_s: float = 5.0
     rescan_interval_s: float = 10.0
+    # How often open files' sizes are looked at (writes raise no file events): a quarter second
+    # keeps a line's way to Elasticsearch well inside a second and lets one read take many lines.
+    poll_interval_s: float = 0.25
     max_open_files: int = 512
     # Rotated-away or deleted files are closed this long after their last byte was read.
     close_removed_after_s: float = 5.0
@@ -265,6 +268,8 @@ def _validate(cfg: Config) -> None:
     if cfg.reader.close_removed_after_s < cfg.reader.idle_flush_s:
         raise ConfigError("reader.close_removed_after_s: must be at least reader.idle_flush_s, so a removed "
                           "file's last partial line is shipped by the idle flush rather than cut at close")
+    if not 0 < cfg.reader.poll_interval_s <= 10:
+        raise ConfigError("reader.poll_interval_s: must be above 0 and at most 10")
     if cfg.reader.chunk_bytes < 4096:
         raise ConfigError("reader.chunk_bytes: must be at least 4096")
     if cfg.dead_letter.kind not in ("index", "file"):

@@ -32,6 +32,8 @@ from agent.rules import Rules
 from agent.source import Source
 
 CHUNKS_PER_TURN = 4  # per file, before the next file gets its turn
+# Files quiet for reader.QUIET_S are looked at every QUIET_POLLS-th poll (reader.poll_interval_s).
+QUIET_POLLS = 4
 
 
 def tune_malloc() -> None:
@@ -115,6 +117,8 @@ class Agent:
         self.next_rescan = now + cfg.reader.rescan_interval_s
         self.next_checkpoint = now + cfg.registry.flush_interval_s
         self.next_status = now  # the first status goes out with the first turn
+        self.next_poll = now
+        self.polls = 0
         self.shipped = fleet.Shipped()
 
     def _sender(self, on_done: Callable[[Batch], None]) -> send.Sender:
@@ -147,10 +151,11 @@ class Agent:
         self.sender.start()
 
     def run(self) -> None:
-        """Turn until stopped, waiting for file events or acknowledgements when idle; then shut down."""
+        """Turn until stopped, waiting for the next poll, a file event or an acknowledgement
+        when idle; then shut down."""
         while not self.stopping.is_set():
             if not self.turn():
-                self.wake.wait(0.25 if self.reader.due() or self.batch.docs else 1.0)
+                self.wake.wait(max(0.0, self.next_poll - self.clock()))
                 self.wake.clear()
         self.shutdown()
 
@@ -171,6 +176,10 @@ class Agent:
         for path in self.discovery.take_changed():
             if self.reader.knows(path) or self.discovery.matches(path):
                 self.reader.changed(path)
+        if now >= self.next_poll:
+            self.polls += 1
+            self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0)
+            self.next_poll = now + self.cfg.reader.poll_interval_s
         progressed = self._read_files()
         if self.batch.docs and self.clock() - self.batch.started >= self.cfg.batch.flush_interval_s:
             self.flush_batch()

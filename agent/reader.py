@@ -25,6 +25,9 @@ from agent.registry import Entry
 from agent.source import GZIP_ERRORS, Source, open_copy
 
 
+QUIET_S = 10.0  # a file without new bytes for this long is polled less often
+
+
 @dataclass
 class Chunk:
     fid: str
@@ -73,6 +76,31 @@ class Reader:
     def drained(self, src: Source, now: float) -> bool:
         """A renamed-away or deleted file, read to its end, that may be closed."""
         return not src.live and (src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
+
+    def poll(self, now: float, quiet_too: bool) -> None:
+        """Live files whose size moved since they were last read are due: writes raise no file
+        events (see discover.WATCHED). Files quiet for QUIET_S are looked at only `quiet_too`
+        (less often: hundreds of quiet files must cost next to nothing). An empty file that got
+        its first bytes is opened."""
+        for fid, src in self.sources.items():
+            if fid in self._due or not src.live or src.fd is None:
+                continue
+            if not quiet_too and now - src.last_data_at > QUIET_S:
+                continue
+            try:
+                size = os.fstat(src.fd).st_size
+            except OSError:
+                continue
+            if size != src.pos:
+                self._due.add(fid)
+        for path in list(self.empty):
+            try:
+                grown = os.stat(path).st_size > 0
+            except OSError:
+                self.empty.discard(path)
+                continue
+            if grown:
+                self.changed(path)
 
     # -- discovery --------------------------------------------------------------------
 

@@ -27,14 +27,15 @@ class _NoSender:
         self.batches.append(batch)
 
 
-def _agent(tmp_path, clock, **reader) -> pipeline.Agent:
+def _agent(tmp_path, clock, multiline: bool = True, **reader) -> pipeline.Agent:
     cfg = Config()
     cfg.inputs.root = str(tmp_path / "log")
     cfg.state_dir = str(tmp_path / "state")
     cfg.health.enabled = cfg.fleet.enabled = False
     for k, v in reader.items():
         setattr(cfg.reader, k, v)
-    cfg.formats = [FormatRule(glob="**", format="raw", multiline=MultilineConfig(start="^START", timeout_s=0.1))]
+    ml = MultilineConfig(start="^START", timeout_s=0.1) if multiline else None
+    cfg.formats = [FormatRule(glob="**", format="raw", multiline=ml)]
     cfg.batch.flush_interval_s = cfg.reader.rescan_interval_s = 1e9
     return pipeline.Agent(cfg, _NoSender, clock)
 
@@ -78,3 +79,34 @@ def test_state_dir_and_the_files_the_agent_writes_are_its_own(tmp_path):
     assert state.stat().st_mode & 0o777 == 0o700
     for name in ("agent-id", "registry.json", "volume.json"):
         assert (state / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_writes_are_found_by_polling_sizes_quiet_files_less_often(tmp_path):
+    """File events carry no writes (discover.WATCHED): the loop polls open files' sizes."""
+    from agent import discover
+    from agent.reader import QUIET_S
+    from watchdog.events import FileModifiedEvent
+
+    assert FileModifiedEvent not in discover.WATCHED
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    busy, quiet = job / "busy.log", job / "quiet.log"
+    busy.write_bytes(b"b0\n")
+    quiet.write_bytes(b"q0\n")
+    now = [0.0]
+    agent = _agent(tmp_path, lambda: now[0], multiline=False)
+    agent.start(watch=False)
+    agent.turn()
+    assert agent.reader.due() == []  # both read and at rest
+    now[0] = QUIET_S + 1
+    with open(busy, "ab") as f:
+        f.write(b"b1\n")
+    agent.reader.sources[agent.reader.by_path[str(busy)]].last_data_at = now[0]  # busy: read just now
+    with open(quiet, "ab") as f:
+        f.write(b"q1\n")
+    agent.reader.poll(now[0], quiet_too=False)
+    assert agent.reader.due() == [agent.reader.by_path[str(busy)]]
+    agent.reader.poll(now[0], quiet_too=True)
+    assert sorted(agent.reader.due()) == sorted(agent.reader.by_path.values())
+    agent.turn()
+    assert sorted(m for _, m in _documents(agent.batch.body)) == ["b0", "b1", "q0", "q1"]

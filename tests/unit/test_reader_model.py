@@ -208,6 +208,7 @@ class ReaderModel(RuleBasedStateMachine):
         cfg.health.enabled = cfg.fleet.enabled = False
         # Only the test decides when to rescan, send a partial batch and save offsets.
         cfg.reader.rescan_interval_s = cfg.batch.flush_interval_s = cfg.registry.flush_interval_s = 1e9
+        cfg.reader.poll_interval_s = 1e9  # the test's "changed" events say when the agent looks
         self.cfg = cfg
         self.agent = new_agent(cfg, self.index, self.clock)
 
