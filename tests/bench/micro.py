@@ -1,6 +1,6 @@
 """Per-format CPU of encoding, in-process: µs of CPU per event for raw and parsed documents.
 
-    .venv/bin/python -m tests.bench.micro [--lines 2000000] [--per-file 100000] [--repeat 3] [--profile FILE]
+    .venv/bin/python -m tests.bench.micro [--lines 2000000] [--per-file 100000] [--repeat 3] [--profile FILE] [--only uaa]
 
 Frames each file of the per-format corpus (tests/bench/corpus.py) with the built-in rules, as the
 agent does, then times with `time.process_time` (CPU, not wall: the machine is shared) the
@@ -69,12 +69,15 @@ def main() -> None:
     ap.add_argument("--per-file", type=int, default=100_000, help="events timed per file")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", help="write cProfile stats of one parsed pass here")
+    ap.add_argument("--only", default="", help="time only the files whose path contains this")
     args = ap.parse_args()
     root, counts = corpus.ensure(CACHE, args.lines, "per_format")
     now = encode.read_time()
     rows, total = [], {"events": 0, "raw": 0.0, "parsed": 0.0, "extract": 0.0}
     prof = cProfile.Profile() if args.profile else None
     for i, rel in enumerate(counts):
+        if args.only not in rel:
+            continue
         fmt, _ = default_rule(rel)
         chunks = frames_of(root / rel, rel, args.per_file)
         events = sum(map(len, chunks))
