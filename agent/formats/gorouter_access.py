@@ -48,13 +48,13 @@ _DURATION_KEYS = {
 }
 # --- Fast path: the usual line, valid UTF-8 whose emitted values hold no control byte, '"' or backslash,
 # so each is already its own JSON string text (no Go escape to undo, nothing orjson would escape) and can
-# be copied between quotes; numbers are matched in canonical form. The regexes accept only a subset of
+# be copied between quotes; numbers are matched in canonical form. The regex accepts only a subset of
 # what _HEAD/_KV accept, in which both find the same values; any other line takes `_extract_exact`.
 _C = rb'[^"\\\x00-\x1f]'  # a byte of a value that can be copied as is (UTF-8 checked once per line)
 _V = rb'"(?:-"|(' + _C + rb'*)")'  # a quoted value; "-" leaves the group None
 # The same, Go escapes allowed (user agents and referrers quote): members with a backslash are made exactly.
 _VE = rb'"(?:-"|(' + _C + rb"*(?:\\." + _C + rb'*)*)")'
-_FAST_HEAD = re.compile(
+_FAST_HEAD = (
     rb'([!#-\[\]-~]*) - \[((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})\d*Z|[^\]]*)\] '
     rb'"(' + _C[:-1] + rb' ]+) (' + _C[:-1] + rb' ]+) HTTP/(' + _C[:-1] + rb' ]*)" '
     rb'([1-9]\d\d|"-") (0|[1-9]\d{0,17}) (0|[1-9]\d{0,17}) ' + _VE + b" " + _VE + b" " + _V + b" " + _V
@@ -63,13 +63,15 @@ _FAST_HEAD = re.compile(
 _SECS = rb'(?:(\d{1,9})(?:\.(\d*)|)|[^ "]*)'
 # The pairs after the head in routing-release's order, each optional (written `(?:x|)`, which `re` runs
 # faster than `(?:x)?`); the fields no member is made of must hold no backslash, which _KV reads as an escape.
-_FAST_TAIL = re.compile(
+_FAST_TAIL = (
     rb"(?: x_forwarded_for:" + _V + rb"|)(?: x_forwarded_proto:" + _V + rb"|)(?: vcap_request_id:" + _V + rb"|)"
     rb"(?: response_time:" + _SECS + rb"|)(?: gorouter_time:" + _SECS + rb"|)"
     rb"(?: app_id:" + _V + rb"|)(?: app_index:" + _V + rb"|)(?: instance_id:" + _V + rb"|)"
     rb"(?: x_cf_routererror:" + _V + rb"|)(?: x_b3_traceid:" + _V + rb"|)(?: x_b3_spanid:" + _V + rb"|)"
     rb'(?: x_b3_parentspanid:"[^"\\]*"|)(?: b3:"[^"\\]*"|)'
 )
+# Head and tail in one fullmatch: one call into `re` per line.
+_FAST = re.compile(_FAST_HEAD + _FAST_TAIL)
 _HEAD_FMT = (
     b'%s,"http.request.method":"%s","url.original":"%s","http.version":"%s"%s'
     b',"http.request.body.bytes":%s,"http.response.body.bytes":%s'
@@ -89,7 +91,7 @@ _last_second: list = [None, ""]  # one-entry cache: the seconds of the last fast
 
 def extract(line: bytes) -> tuple[str | None, bytes]:
     """The fast path where it applies, else `_extract_exact`: the members are the same bytes either way."""
-    m = _FAST_HEAD.match(line)
+    m = _FAST.fullmatch(line)
     if m is None:
         return _extract_exact(line)
     if not line.isascii():
@@ -97,7 +99,8 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
             line.decode()  # invalid UTF-8 becomes U+FFFD in the exact path
         except UnicodeDecodeError:
             return _extract_exact(line)
-    host, when, sec, ms, method, uri, version, status, received, sent, referer, agent, remote, backend = m.groups()
+    (host, when, sec, ms, method, uri, version, status, received, sent, referer, agent, remote, backend,
+     xff, xfp, rid, rt_s, rt_f, gt_s, gt_f, app, idx, inst, err, trace, span) = m.groups()
     if sec is not None and sec == _last_second[0]:
         ts = _last_second[1] + ms.decode() + "Z"
     else:
@@ -107,10 +110,6 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
             return None, UNPARSED
         if sec is not None:  # UTC already: the prefix is the line's own, checked once per second
             _last_second[0], _last_second[1] = sec, ts[:20]
-    t = _FAST_TAIL.fullmatch(line, m.end())
-    if t is None:
-        return _extract_exact(line)
-    xff, xfp, rid, rt_s, rt_f, gt_s, gt_f, app, idx, inst, err, trace, span = t.groups()
     return ts, b"".join((
         _HEAD_FMT % (
             (_Q_DOMAIN + host + b'"') if host else b"", method, uri, version,
