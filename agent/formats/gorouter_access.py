@@ -51,9 +51,12 @@ _DURATION_KEYS = {
 # be copied between quotes; numbers are matched in canonical form. The regex accepts only a subset of
 # what _HEAD/_KV accept, in which both find the same values; any other line takes `_extract_exact`.
 _C = rb'[^"\\\x00-\x1f]'  # a byte of a value that can be copied as is (UTF-8 checked once per line)
-_V = rb'"(?:-"|(' + _C + rb'*)")'  # a quoted value; "-" leaves the group None
+# A quoted value, captured with its quotes (the JSON string as it is); "-" and "" leave the group None.
+# (`""` is tried before the general alternative, which would take it too: both end at the same place,
+# so a match never needs the general one for it.)
+_V = rb'(?:"-"|""|("' + _C + rb'*"))'
 # The same, Go escapes allowed (user agents and referrers quote): members with a backslash are made exactly.
-_VE = rb'"(?:-"|(' + _C + rb"*(?:\\." + _C + rb'*)*)")'
+_VE = rb'(?:"-"|""|("' + _C + rb"*(?:\\." + _C + rb'*)*"))'
 _FAST_HEAD = (
     rb'([!#-\[\]-~]*) - \[((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})\d*Z|[^\]]*)\] '
     rb'"(' + _C[:-1] + rb' ]+) (' + _C[:-1] + rb' ]+) HTTP/(' + _C[:-1] + rb' ]*)" '
@@ -78,10 +81,9 @@ _HEAD_FMT = (
 )
 
 
-# Member prefixes with the string's opening quote.
-_Q_DOMAIN, _Q_REFERRER, _Q_UA, _Q_SOURCE, _Q_DEST = (k + b'"' for k in (K_DOMAIN, K_REFERRER, K_UA, K_SOURCE, K_DEST))
-_Q_XFF, _Q_XFP, _Q_RID, _Q_APP, _Q_IDX, _Q_INST, _Q_ERR, _Q_TRACE, _Q_SPAN = (
-    _STRING_KEYS[n] + b'"'
+_Q_DOMAIN = K_DOMAIN + b'"'
+K_XFF, K_XFP, K_RID, K_APP, K_IDX, K_INST, K_ERR, K_TRACE, K_SPAN = (
+    _STRING_KEYS[n]
     for n in (b"x_forwarded_for", b"x_forwarded_proto", b"vcap_request_id", b"app_id", b"app_index", b"instance_id",
               b"x_cf_routererror", b"x_b3_traceid", b"x_b3_spanid")
 )
@@ -115,22 +117,22 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
             (_Q_DOMAIN + host + b'"') if host else b"", method, uri, version,
             (K_STATUS + status) if status != b'"-"' else b"", received, sent,
         ),
-        (((_Q_REFERRER + referer + b'"') if b"\\" not in referer else member(K_REFERRER, unescape(referer)))
-         if referer else b""),
-        ((_Q_UA + agent + b'"') if b"\\" not in agent else member(K_UA, unescape(agent))) if agent else b"",
-        (_Q_SOURCE + remote + b'"') if remote else b"",
-        (_Q_DEST + backend + b'"') if backend else b"",
-        (_Q_XFF + xff + b'"') if xff else b"",
-        (_Q_XFP + xfp + b'"') if xfp else b"",
-        (_Q_RID + rid + b'"') if rid else b"",
+        ((K_REFERRER + referer) if b"\\" not in referer else member(K_REFERRER, unescape(referer[1:-1])))
+        if referer else b"",
+        ((K_UA + agent) if b"\\" not in agent else member(K_UA, unescape(agent[1:-1]))) if agent else b"",
+        (K_SOURCE + remote) if remote else b"",
+        (K_DEST + backend) if backend else b"",
+        (K_XFF + xff) if xff else b"",
+        (K_XFP + xfp) if xfp else b"",
+        (K_RID + rid) if rid else b"",
         (K_DURATION + b"%d" % int(rt_s + ((rt_f or b"") + b"000000000")[:9])) if rt_s else b"",
         (K_GOROUTER_TIME + b"%d" % int(gt_s + ((gt_f or b"") + b"000000000")[:9])) if gt_s else b"",
-        (_Q_APP + app + b'"') if app else b"",
-        (_Q_IDX + idx + b'"') if idx else b"",
-        (_Q_INST + inst + b'"') if inst else b"",
-        (_Q_ERR + err + b'"') if err else b"",
-        (_Q_TRACE + trace + b'"') if trace else b"",
-        (_Q_SPAN + span + b'"') if span else b"",
+        (K_APP + app) if app else b"",
+        (K_IDX + idx) if idx else b"",
+        (K_INST + inst) if inst else b"",
+        (K_ERR + err) if err else b"",
+        (K_TRACE + trace) if trace else b"",
+        (K_SPAN + span) if span else b"",
     ))
 
 
