@@ -30,7 +30,10 @@ _FAST = re.compile(
     rb"\.\.\.\. +([A-Za-z]+) --- ([!#-9;-\[\]-~]+): ?"
 )
 _FAST_FMT = b'%s,"process.pid":%s,"process.thread.name":"%s","log.logger":"%s"'
-_last_second: list = [None, ""]  # one-entry cache: the seconds text of the last fast-path time -> "YYYY-MM-DDTHH:MM:SS."
+# Seconds text of fast-path times -> "YYYY-MM-DDTHH:MM:SS.": a dict, not one entry, as a file may alternate
+# spellings of the same second ('T' and ' '); cleared when it grows, times mostly move forward.
+_seconds: dict[bytes, str] = {}
+_SECONDS_KEPT = 256
 
 
 def extract(line: bytes) -> tuple[str | None, bytes]:
@@ -38,17 +41,20 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
     if m is None:
         return _extract_general(line)
     sec, ms, pid, thread, level, logger = m.groups()
-    if sec != _last_second[0]:
+    prefix = _seconds.get(sec)
+    if prefix is None:
         parsed = iso_at(line, 1)  # checks the date once per second
         if parsed is None:
             return None, UNPARSED
-        _last_second[0], _last_second[1] = sec, parsed[0][:20]
+        if len(_seconds) >= _SECONDS_KEPT:
+            _seconds.clear()
+        prefix = _seconds[sec] = parsed[0][:20]
     members = _FAST_FMT % (level_member(level), pid, thread, logger)
     if logger == b"Audit":
         a = _ACTION.match(line, m.end())
         if a:
             members += K_ACTION + b'"' + a.group() + b'"'
-    return _last_second[1] + ms.decode() + "Z", members
+    return prefix + ms.decode() + "Z", members
 
 
 def _extract_general(line: bytes) -> tuple[str | None, bytes]:
