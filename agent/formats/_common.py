@@ -132,7 +132,18 @@ def from_epoch_value(v: object) -> str | None:
         return _from_iso_text(v)
     if tp is float:
         # repr() is the shortest string that round-trips, i.e. the digits that were written
-        # (to float precision): no binary-fraction truncation turning .123 into .122.
+        # (to float precision): no binary-fraction truncation turning .123 into .122. repr is slow, and
+        # the float itself gives the same millisecond unless it lies near a millisecond boundary: below
+        # _MAX_EPOCH a float is within 0.0153 ms of its repr (half its ulp), so 0.02 ms is a safe margin.
+        # (Below 1e-4 repr writes an exponent, which from_epoch_text refuses: kept as it was.)
+        if 1e-4 <= v < _MAX_EPOCH:
+            sec = int(v)
+            ms = (v - sec) * 1000  # v - sec is exact
+            q = int(ms)
+            if 0.02 < ms - q < 0.98:
+                if sec != _float_sec[0]:
+                    _float_sec[0], _float_sec[1] = sec, _second_prefix(sec) + "."
+                return _float_sec[1] + _MS[q] + "Z"
         return from_epoch_text(repr(v))
     if tp is int:
         return from_epoch_text(str(v))
@@ -147,6 +158,8 @@ def _from_iso_text(v: str) -> str | None:
     return ts
 
 
+_float_sec: list = [None, ""]  # one-entry cache: whole seconds of a float time -> "YYYY-MM-DDTHH:MM:SS."
+_MS = ["%03d" % i for i in range(1000)]
 _last_utc_text: list = [None, ""]  # one-entry cache: seconds text of a valid UTC time -> "YYYY-MM-DDTHH:MM:SS."
 
 

@@ -21,7 +21,7 @@ from agent.formats import (
     rfc3339,
     uaa,
 )
-from agent.formats._common import from_epoch_value, iso_at, seconds_to_ns, unescape
+from agent.formats._common import from_epoch_text, from_epoch_value, iso_at, seconds_to_ns, unescape
 
 
 def fields(fmt: str, line: bytes) -> tuple[str | None, dict]:
@@ -473,6 +473,24 @@ def test_time_helpers_are_exact():
     assert seconds_to_ns(b"0.000000001") == 1 and seconds_to_ns(b"60") == 60_000_000_000
     assert seconds_to_ns(b"-") is None
     assert unescape(b"a\\tb\\\\c\\x41") == "a\tb\\cA"
+
+
+def _repr_time(v: float) -> str | None:
+    """The reference for float times: the millisecond of the shortest decimal that round-trips."""
+    return from_epoch_text(repr(v))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(min_value=0, max_value=3e11) | st.integers(0, 253402300799 * 1000).map(lambda ms: ms / 1000)
+       | st.integers(0, 253402300799 * 10**6).map(lambda us: us / 10**6) | st.sampled_from([1e-5, 1e-4, 5e-324, -0.0, 0.0]))
+def test_float_times_keep_the_written_millisecond(v):
+    assert from_epoch_value(v) == _repr_time(v)
+
+
+def test_float_times_near_a_millisecond_boundary():
+    for v in (1700000000.123, 1700000000.9999999, 1700000001.0000001, 1458655387.3279622, 253402300799.999, 0.0001):
+        assert from_epoch_value(v) == _repr_time(v)
+        assert from_epoch_value(-v) is None
 
 
 @pytest.mark.parametrize(
