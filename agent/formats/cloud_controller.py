@@ -50,7 +50,9 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
     values = tuple(map(doc.get, _KEYS))
     # all(): no empty string (nor a zero, which the general path writes); the OR of the integers is in
     # [0, 2**63) only when each of them is.
-    if tuple(map(type, values)) != _TYPES or not all(values) or not 0 <= (values[2] | values[3] | values[5]) < _LONG_LIMIT:
+    if tuple(map(type, values)) != _TYPES or not all(values):
+        return ts, _members(doc)
+    if not 0 <= (values[2] | values[3] | values[5]) < _LONG_LIMIT:
         return ts, _members(doc)
     lv = doc.get("log_level")
     level = level_name(lv) if type(lv) is str else None
