@@ -13,7 +13,7 @@ from itertools import accumulate
 import orjson
 from orjson import dumps
 
-from agent.formats import Extract
+from agent.formats import UNPARSED, Extract
 from agent.frame import Frames
 
 INVALID_UTF8 = "invalid_utf8"
@@ -78,7 +78,7 @@ class FileEncoder:
                 for off, line, js in zip(offsets, lines, map(dumps, map(bytes.decode, lines))):
                     ts, extra = extract(line)
                     out += fmt_parsed % (off, now if ts is None else ts.encode(), js, off, extra)
-        except UnicodeDecodeError:
+        except Exception:  # invalid UTF-8, or a format that raised: the per-line path sorts it out
             del out[before:]
             return self._encode_lines(frames, now, out)
         return sum(map(len, lines))
@@ -105,7 +105,10 @@ class FileEncoder:
                 line_flags = [*(line_flags or ()), NUL]
             ts = now
             if extract is not None:
-                parsed_ts, extra = extract(line)
+                try:
+                    parsed_ts, extra = extract(line)
+                except Exception:  # the formats' backstop: one odd line never stops a reader
+                    parsed_ts, extra = None, UNPARSED
                 if parsed_ts is not None:
                     ts = parsed_ts.encode()
             if line_flags:

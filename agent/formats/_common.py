@@ -35,6 +35,17 @@ _LEVEL_MEMBERS = {v: b',"log.level":"' + v.encode() + b'"' for v in set(_LEVELS.
 _LEVEL_SPELLINGS = {w: _LEVEL_MEMBERS[v] for k, v in _LEVELS.items() for w in (k, k.upper(), k.capitalize())}
 
 
+_LEVEL_BYTES = {w.encode(): m for w, m in _LEVEL_SPELLINGS.items()}
+# The same, to the normalised word: for formats that serialise their members as one object.
+_LEVEL_NAMES = {w: v for k, v in _LEVELS.items() for w in (k, k.upper(), k.capitalize())}
+
+
+def level_name(word: str) -> str | None:
+    """The normalised level of a word ("WARNING" -> "warn"), or None for words that are not a level."""
+    found = _LEVEL_NAMES.get(word)
+    return found if found is not None else _LEVELS.get(word.strip().lower())
+
+
 def level_member(word: str | bytes | None) -> bytes:
     """`,"log.level":"<normalised>"`, or b"" for words that are not a known level."""
     if word is None:
@@ -44,6 +55,9 @@ def level_member(word: str | bytes | None) -> bytes:
         if found is not None:
             return found
     else:
+        found = _LEVEL_BYTES.get(word)
+        if found is not None:
+            return found
         word = word.decode("ascii", "replace")
     norm = _LEVELS.get(word.strip().lower())
     return _LEVEL_MEMBERS[norm] if norm else b""
@@ -105,30 +119,47 @@ def from_epoch_text(s: str) -> str | None:
 
 def from_epoch_value(v: object) -> str | None:
     """A JSON timestamp that may be a number or a string of either form."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return from_epoch_text(str(v))
-    if isinstance(v, float):
-        # repr() is the shortest string that round-trips, i.e. the digits that were written
-        # (to float precision): no binary-fraction truncation turning .123 into .122.
-        return from_epoch_text(repr(v))
-    if isinstance(v, str):
-        if v[:1].isdigit() and "-" not in v[:5]:
-            return from_epoch_text(v)
+    tp = type(v)  # exact types: a bool is not a time (JSON gives no subclasses)
+    if tp is str:
         # "2026-11-27T23:59:00.123456789Z" in the second of the one before: only the fraction is new.
-        if v[:19] == _last_utc_text[0] and v[19:20] == "." and v[-1:] == "Z":
+        # (The cached key holds a '-', so an epoch string never matches it.)
+        if v[:19] == _last_utc_text[0]:
             frac = v[20:-1]
-            if frac.isascii() and frac.isdigit():
+            if v[19:20] == "." and v[-1:] == "Z" and frac.isdigit() and frac.isascii():
                 return _last_utc_text[1] + (frac + "00")[:3] + "Z"
-        m = ISO_RE.fullmatch(v.encode())
-        ts = iso_match(m) if m else None
-        if ts is not None and v[19:20] == "." and v[-1:] == "Z":
-            _last_utc_text[0], _last_utc_text[1] = v[:19], ts[:20]
-        return ts
+        elif v[:1].isdigit() and "-" not in v[:5]:
+            return from_epoch_text(v)
+        return _from_iso_text(v)
+    if tp is float:
+        # repr() is the shortest string that round-trips, i.e. the digits that were written
+        # (to float precision): no binary-fraction truncation turning .123 into .122. repr is slow, and
+        # the float itself gives the same millisecond unless it lies near a millisecond boundary: below
+        # _MAX_EPOCH a float is within 0.0153 ms of its repr (half its ulp), so 0.02 ms is a safe margin.
+        # (Below 1e-4 repr writes an exponent, which from_epoch_text refuses: kept as it was.)
+        if 1e-4 <= v < _MAX_EPOCH:
+            sec = int(v)
+            ms = (v - sec) * 1000  # v - sec is exact
+            q = int(ms)
+            if 0.02 < ms - q < 0.98:
+                if sec != _float_sec[0]:
+                    _float_sec[0], _float_sec[1] = sec, _second_prefix(sec) + "."
+                return _float_sec[1] + _MS[q] + "Z"
+        return from_epoch_text(repr(v))
+    if tp is int:
+        return from_epoch_text(str(v))
     return None
 
 
+def _from_iso_text(v: str) -> str | None:
+    m = ISO_RE.fullmatch(v.encode())
+    ts = iso_match(m) if m else None
+    if ts is not None and v[19:20] == "." and v[-1:] == "Z":
+        _last_utc_text[0], _last_utc_text[1] = v[:19], ts[:20]
+    return ts
+
+
+_float_sec: list = [None, ""]  # one-entry cache: whole seconds of a float time -> "YYYY-MM-DDTHH:MM:SS."
+_MS = ["%03d" % i for i in range(1000)]
 _last_utc_text: list = [None, ""]  # one-entry cache: seconds text of a valid UTC time -> "YYYY-MM-DDTHH:MM:SS."
 
 
@@ -227,12 +258,10 @@ def json_with_time(line: bytes) -> tuple[dict, str] | None:
     if not line.startswith(b"{"):
         return None
     try:
-        doc = orjson.loads(line)
+        doc = orjson.loads(line)  # valid JSON that starts with '{' is an object
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(doc, dict) or "timestamp" not in doc:
-        return None
-    ts = from_epoch_value(doc["timestamp"])
+    ts = from_epoch_value(doc.get("timestamp"))
     return None if ts is None else (doc, ts)
 
 

@@ -9,7 +9,11 @@ Newer CCs write "timestamp" as an RFC 3339 string (cc.logging.format.timestamp: 
 
 from __future__ import annotations
 
-from agent.formats._common import json_with_time, UNPARSED, data_member, key, level_member, member
+import orjson
+
+from agent.formats._common import (
+    DATA_DEPTH_LIMIT, UNPARSED, data_member, json_with_time, key, level_member, level_name, member,
+)
 
 K_LOGGER = key("log.logger")
 K_MESSAGE = key("cf.cloud_controller.message")
@@ -30,6 +34,12 @@ _SIMPLE = (
     ("lineno", K_LINE, int),
     ("method", K_FUNC, str),
 )
+# The usual line has every one of these with its type: one check of them all, in C iterators.
+_KEYS = ("source", "message", "process_id", "thread_id", "file", "lineno", "method")
+_NAMES = ("log.logger", "cf.cloud_controller.message", "process.pid", "process.thread.id", "log.origin.file.name",
+          "log.origin.file.line", "log.origin.function")  # fmt: skip
+_TYPES = (str, str, int, int, str, int, str)
+_LONG_LIMIT = 2**63  # a long mapping holds less
 
 
 def extract(line: bytes) -> tuple[str | None, bytes]:
@@ -37,6 +47,39 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
     if found is None:
         return None, UNPARSED
     doc, ts = found
+    values = tuple(map(doc.get, _KEYS))
+    # all(): no empty string (nor a zero, which the general path writes); the OR of the integers is in
+    # [0, 2**63) only when each of them is.
+    if tuple(map(type, values)) != _TYPES or not all(values):
+        return ts, _members(doc)
+    if not 0 <= (values[2] | values[3] | values[5]) < _LONG_LIMIT:
+        return ts, _members(doc)
+    lv = doc.get("log_level")
+    level = level_name(lv) if type(lv) is str else None
+    # One orjson.dumps of the members under their dotted names, braces off: the same members, in the
+    # same order, as one dumps per field (`_members`).
+    picked = {"log.level": level} if level else {}
+    picked.update(zip(_NAMES, values))
+    data = doc.get("data")
+    if type(data) is dict and data:
+        rid = data.get("request_guid")
+        if type(rid) is str and rid:
+            picked["http.request.id"] = rid
+        err = data.get("error")
+        if type(err) is str and err:
+            picked["error.message"] = err
+        # Objects nest no deeper than the line has '{': only a line with many needs the depth walk.
+        if line.count(b"{") > DATA_DEPTH_LIMIT + 1:
+            return ts, _members(doc)
+        picked["cf.cloud_controller.data"] = data
+    try:
+        return ts, b"," + orjson.dumps(picked)[1:-1]
+    except TypeError:  # orjson's own nesting limit: the general path drops `data` alone
+        return ts, _members(doc)
+
+
+def _members(doc: dict) -> bytes:
+    """One member at a time, `data` checked against the depth limit: the general path."""
     lv = doc.get("log_level")
     parts = [level_member(lv) if isinstance(lv, str) else b""]
     for name, k, tp in (("source", K_LOGGER, str), ("message", K_MESSAGE, str)):
@@ -46,7 +89,7 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
     for name, k, tp in _SIMPLE:
         v = doc.get(name)
         # bool is an int subclass; a huge int would not fit a long mapping.
-        if isinstance(v, tp) and not isinstance(v, bool) and (tp is not int or 0 <= v < 2**63):
+        if isinstance(v, tp) and not isinstance(v, bool) and (tp is not int or 0 <= v < _LONG_LIMIT):
             parts.append(member(k, v))
     data = doc.get("data")
     if isinstance(data, dict) and data:
@@ -57,4 +100,4 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
         if isinstance(err, str) and err:
             parts.append(member(K_ERROR, err))
         parts.append(data_member(K_DATA, data))
-    return ts, b"".join(parts)
+    return b"".join(parts)

@@ -48,13 +48,16 @@ _DURATION_KEYS = {
 }
 # --- Fast path: the usual line, valid UTF-8 whose emitted values hold no control byte, '"' or backslash,
 # so each is already its own JSON string text (no Go escape to undo, nothing orjson would escape) and can
-# be copied between quotes; numbers are matched in canonical form. The regexes accept only a subset of
+# be copied between quotes; numbers are matched in canonical form. The regex accepts only a subset of
 # what _HEAD/_KV accept, in which both find the same values; any other line takes `_extract_exact`.
 _C = rb'[^"\\\x00-\x1f]'  # a byte of a value that can be copied as is (UTF-8 checked once per line)
-_V = rb'"(?:-"|(' + _C + rb'*)")'  # a quoted value; "-" leaves the group None
+# A quoted value, captured with its quotes (the JSON string as it is); "-" and "" leave the group None.
+# (`""` is tried before the general alternative, which would take it too: both end at the same place,
+# so a match never needs the general one for it.)
+_V = rb'(?:"-"|""|("' + _C + rb'*"))'
 # The same, Go escapes allowed (user agents and referrers quote): members with a backslash are made exactly.
-_VE = rb'"(?:-"|(' + _C + rb"*(?:\\." + _C + rb'*)*)")'
-_FAST_HEAD = re.compile(
+_VE = rb'(?:"-"|""|("' + _C + rb"*(?:\\." + _C + rb'*)*"))'
+_FAST_HEAD = (
     rb'([!#-\[\]-~]*) - \[((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})\d*Z|[^\]]*)\] '
     rb'"(' + _C[:-1] + rb' ]+) (' + _C[:-1] + rb' ]+) HTTP/(' + _C[:-1] + rb' ]*)" '
     rb'([1-9]\d\d|"-") (0|[1-9]\d{0,17}) (0|[1-9]\d{0,17}) ' + _VE + b" " + _VE + b" " + _V + b" " + _V
@@ -63,23 +66,24 @@ _FAST_HEAD = re.compile(
 _SECS = rb'(?:(\d{1,9})(?:\.(\d*)|)|[^ "]*)'
 # The pairs after the head in routing-release's order, each optional (written `(?:x|)`, which `re` runs
 # faster than `(?:x)?`); the fields no member is made of must hold no backslash, which _KV reads as an escape.
-_FAST_TAIL = re.compile(
+_FAST_TAIL = (
     rb"(?: x_forwarded_for:" + _V + rb"|)(?: x_forwarded_proto:" + _V + rb"|)(?: vcap_request_id:" + _V + rb"|)"
     rb"(?: response_time:" + _SECS + rb"|)(?: gorouter_time:" + _SECS + rb"|)"
     rb"(?: app_id:" + _V + rb"|)(?: app_index:" + _V + rb"|)(?: instance_id:" + _V + rb"|)"
     rb"(?: x_cf_routererror:" + _V + rb"|)(?: x_b3_traceid:" + _V + rb"|)(?: x_b3_spanid:" + _V + rb"|)"
     rb'(?: x_b3_parentspanid:"[^"\\]*"|)(?: b3:"[^"\\]*"|)'
 )
+# Head and tail in one fullmatch: one call into `re` per line.
+_FAST = re.compile(_FAST_HEAD + _FAST_TAIL)
 _HEAD_FMT = (
     b'%s,"http.request.method":"%s","url.original":"%s","http.version":"%s"%s'
     b',"http.request.body.bytes":%s,"http.response.body.bytes":%s'
 )
 
 
-# Member prefixes with the string's opening quote.
-_Q_DOMAIN, _Q_REFERRER, _Q_UA, _Q_SOURCE, _Q_DEST = (k + b'"' for k in (K_DOMAIN, K_REFERRER, K_UA, K_SOURCE, K_DEST))
-_Q_XFF, _Q_XFP, _Q_RID, _Q_APP, _Q_IDX, _Q_INST, _Q_ERR, _Q_TRACE, _Q_SPAN = (
-    _STRING_KEYS[n] + b'"'
+_Q_DOMAIN = K_DOMAIN + b'"'
+K_XFF, K_XFP, K_RID, K_APP, K_IDX, K_INST, K_ERR, K_TRACE, K_SPAN = (
+    _STRING_KEYS[n]
     for n in (b"x_forwarded_for", b"x_forwarded_proto", b"vcap_request_id", b"app_id", b"app_index", b"instance_id",
               b"x_cf_routererror", b"x_b3_traceid", b"x_b3_spanid")
 )
@@ -89,7 +93,7 @@ _last_second: list = [None, ""]  # one-entry cache: the seconds of the last fast
 
 def extract(line: bytes) -> tuple[str | None, bytes]:
     """The fast path where it applies, else `_extract_exact`: the members are the same bytes either way."""
-    m = _FAST_HEAD.match(line)
+    m = _FAST.fullmatch(line)
     if m is None:
         return _extract_exact(line)
     if not line.isascii():
@@ -97,7 +101,8 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
             line.decode()  # invalid UTF-8 becomes U+FFFD in the exact path
         except UnicodeDecodeError:
             return _extract_exact(line)
-    host, when, sec, ms, method, uri, version, status, received, sent, referer, agent, remote, backend = m.groups()
+    (host, when, sec, ms, method, uri, version, status, received, sent, referer, agent, remote, backend,
+     xff, xfp, rid, rt_s, rt_f, gt_s, gt_f, app, idx, inst, err, trace, span) = m.groups()
     if sec is not None and sec == _last_second[0]:
         ts = _last_second[1] + ms.decode() + "Z"
     else:
@@ -107,31 +112,27 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
             return None, UNPARSED
         if sec is not None:  # UTC already: the prefix is the line's own, checked once per second
             _last_second[0], _last_second[1] = sec, ts[:20]
-    t = _FAST_TAIL.fullmatch(line, m.end())
-    if t is None:
-        return _extract_exact(line)
-    xff, xfp, rid, rt_s, rt_f, gt_s, gt_f, app, idx, inst, err, trace, span = t.groups()
     return ts, b"".join((
         _HEAD_FMT % (
             (_Q_DOMAIN + host + b'"') if host else b"", method, uri, version,
             (K_STATUS + status) if status != b'"-"' else b"", received, sent,
         ),
-        (((_Q_REFERRER + referer + b'"') if b"\\" not in referer else member(K_REFERRER, unescape(referer)))
-         if referer else b""),
-        ((_Q_UA + agent + b'"') if b"\\" not in agent else member(K_UA, unescape(agent))) if agent else b"",
-        (_Q_SOURCE + remote + b'"') if remote else b"",
-        (_Q_DEST + backend + b'"') if backend else b"",
-        (_Q_XFF + xff + b'"') if xff else b"",
-        (_Q_XFP + xfp + b'"') if xfp else b"",
-        (_Q_RID + rid + b'"') if rid else b"",
+        ((K_REFERRER + referer) if b"\\" not in referer else member(K_REFERRER, unescape(referer[1:-1])))
+        if referer else b"",
+        ((K_UA + agent) if b"\\" not in agent else member(K_UA, unescape(agent[1:-1]))) if agent else b"",
+        (K_SOURCE + remote) if remote else b"",
+        (K_DEST + backend) if backend else b"",
+        (K_XFF + xff) if xff else b"",
+        (K_XFP + xfp) if xfp else b"",
+        (K_RID + rid) if rid else b"",
         (K_DURATION + b"%d" % int(rt_s + ((rt_f or b"") + b"000000000")[:9])) if rt_s else b"",
         (K_GOROUTER_TIME + b"%d" % int(gt_s + ((gt_f or b"") + b"000000000")[:9])) if gt_s else b"",
-        (_Q_APP + app + b'"') if app else b"",
-        (_Q_IDX + idx + b'"') if idx else b"",
-        (_Q_INST + inst + b'"') if inst else b"",
-        (_Q_ERR + err + b'"') if err else b"",
-        (_Q_TRACE + trace + b'"') if trace else b"",
-        (_Q_SPAN + span + b'"') if span else b"",
+        (K_APP + app) if app else b"",
+        (K_IDX + idx) if idx else b"",
+        (K_INST + inst) if inst else b"",
+        (K_ERR + err) if err else b"",
+        (K_TRACE + trace) if trace else b"",
+        (K_SPAN + span) if span else b"",
     ))
 
 

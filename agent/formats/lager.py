@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import orjson
 
-from agent.formats._common import json_with_time, DATA_DEPTH_LIMIT, UNPARSED, data_member, key, level_member, member
+from agent.formats._common import (
+    DATA_DEPTH_LIMIT, UNPARSED, data_member, json_with_time, key, level_member, level_name, member,
+)
 
 # lager.LogLevel: DEBUG=0, INFO=1, ERROR=2, FATAL=3 (lager/models.go).
 _INT_LEVELS = {0: "debug", 1: "info", 2: "error", 3: "fatal"}
@@ -27,31 +29,37 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
     doc, ts = found
     # The picked fields go through one orjson.dumps of a small object under their dotted names, whose
     # braces come off: the same members, in the same order, as one dumps per field.
-    picked = {}
+    lv = doc.get("log_level")
+    if type(lv) is int:
+        level = _INT_LEVELS.get(lv)
+    elif type(lv) is str:
+        level = level_name(lv)
+    else:
+        lv = doc.get("level")
+        level = level_name(lv) if type(lv) is str else None
+    picked = {"log.level": level} if level else {}
     source = doc.get("source")
-    if isinstance(source, str) and source:
+    if type(source) is str and source:
         picked["log.logger"] = source
     # lager messages are dotted action names ("rep.executing-container-operation.failed"): keyword-like.
     message = doc.get("message")
-    if isinstance(message, str) and message:
+    if type(message) is str and message:
         picked["event.action"] = message
     data = doc.get("data")
-    if isinstance(data, dict) and data:
+    if type(data) is dict and data:
         error = data.get("error")
-        if isinstance(error, str) and error:
+        if type(error) is str and error:
             picked["error.message"] = error
         # Objects nest no deeper than the line has '{': only a line with many needs the depth walk.
         if line.count(b"{") > DATA_DEPTH_LIMIT + 1:
             return ts, _members(doc)
         picked["cf.lager.data"] = data
-    level = _level(doc)
     if not picked:
-        return ts, level
+        return ts, b""
     try:
-        body = orjson.dumps(picked)
+        return ts, b"," + orjson.dumps(picked)[1:-1]
     except TypeError:  # orjson's own nesting limit: the exact path drops `data` alone
         return ts, _members(doc)
-    return ts, level + b"," + body[1:-1]
 
 
 def _members(doc: dict) -> bytes:

@@ -2,8 +2,11 @@
 
 Shapes follow agent/formats/* and the real samples in tests/unit/test_formats.py: gorouter access
 lines, lager JSON of both generations (epoch string, zap float, RFC 3339 + "level"), Cloud Controller
-JSON (epoch float and RFC 3339), UAA log4j lines with multi-line Java stack traces. The same seed
-always gives byte-identical files, so runs compare; the corpus is cached under `where` by version.
+JSON (epoch float and RFC 3339), UAA log4j lines with multi-line Java stack traces, monit's plain
+text. The same seed always gives byte-identical files, so runs compare; the corpus is cached under
+`where` by version and layout. Two layouts of the same line shapes: `jobs` (one file per job, 11
+files) and `per_format` (one file per built-in format: gorouter access, lager, Cloud Controller, UAA,
+and monit's plain text, which the default rule leaves to `auto`).
 """
 
 from __future__ import annotations
@@ -178,6 +181,49 @@ FILES = [
 ]
 
 
+MONIT = ["'%s' process is running with pid %d", "'%s' Monit reloaded", "'%s' trying to restart",
+         "'system_localhost' mem usage of %d.4%% matches resource limit [mem usage > 90.0%%]",
+         "'%s' process is not running", "Awakened by User defined signal 1"]
+
+
+def monit(r: random.Random, ns: int, i: int) -> bytes:
+    import time
+    k = r.randrange(len(MONIT))
+    msg = MONIT[k]
+    job = r.choice(sorted(LAGER_MSGS))
+    if k == 0:
+        msg = msg % (job, 1000 + r.randrange(30000))
+    elif k == 3:
+        msg = msg % (90 + r.randrange(10))
+    elif "%s" in msg:
+        msg = msg % job
+    level = b"error    " if k == 4 else b"info     "
+    return b"[UTC %s] %s: %s" % (time.strftime("%b %d %H:%M:%S", time.gmtime(ns // 1_000_000_000)).encode(), level,
+                                 msg.encode())
+
+
+def _mix(choices: list[tuple[float, object]]):
+    """A generator that picks one of `choices` (weight, generator) per event."""
+    weights = [w for w, _ in choices]
+    gens = [g for _, g in choices]
+
+    def gen(r: random.Random, ns: int, i: int) -> list[bytes]:
+        return r.choices(gens, weights)[0](r, ns, i)
+
+    return gen
+
+
+# The same shapes, one file per format, in the shares of `FILES` (monit's share taken from lager's).
+PER_FORMAT = [
+    ("gorouter/access.log", 0.26, FILES[0][2]),
+    ("gorouter/gorouter.stdout.log", 0.36, _mix([(share, gen) for _, share, gen in FILES[1:7]])),
+    ("cloud_controller_ng/cloud_controller_ng.log", 0.17, _mix([(share, gen) for _, share, gen in FILES[7:9]])),
+    ("uaa/uaa.log", 0.17, _mix([(share, gen) for _, share, gen in FILES[9:11]])),
+    ("monit/monit.log", 0.04, lambda r, ns, i: [monit(r, ns, i)]),
+]
+LAYOUTS = {"jobs": FILES, "per_format": PER_FORMAT}
+
+
 def write_file(path: Path, lines: int, gen, seed: int) -> int:
     r = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,18 +246,19 @@ def write_file(path: Path, lines: int, gen, seed: int) -> int:
     return n
 
 
-def build(root: Path, total_lines: int = 2_000_000, seed: int = 6) -> dict:
+def build(root: Path, total_lines: int = 2_000_000, seed: int = 6, layout: str = "jobs") -> dict:
     """Write the corpus under root (a log root with per-job dirs); returns {relpath: lines}."""
     counts = {}
-    for k, (rel, share, gen) in enumerate(FILES):
+    for k, (rel, share, gen) in enumerate(LAYOUTS[layout]):
         counts[rel] = write_file(root / rel, max(1, round(total_lines * share)), gen, seed * 100 + k)
     return counts
 
 
-def ensure(where: Path, total_lines: int = 2_000_000) -> tuple[Path, dict]:
-    """The cached corpus under `where` (built once per VERSION and size)."""
+def ensure(where: Path, total_lines: int = 2_000_000, layout: str = "jobs") -> tuple[Path, dict]:
+    """The cached corpus under `where` (built once per VERSION, layout and size)."""
     import json
-    root = where / f"corpus-v{VERSION}-{total_lines}" / "sys" / "log"
+    name = f"corpus-v{VERSION}-{total_lines}" if layout == "jobs" else f"corpus-v{VERSION}-{layout}-{total_lines}"
+    root = where / name / "sys" / "log"
     manifest = root.parent / "manifest.json"
     if manifest.exists():
         return root, json.loads(manifest.read_text())
@@ -219,7 +266,7 @@ def ensure(where: Path, total_lines: int = 2_000_000) -> tuple[Path, dict]:
     if tmp.exists():
         import shutil
         shutil.rmtree(tmp)
-    counts = build(tmp / "log", total_lines)
+    counts = build(tmp / "log", total_lines, layout=layout)
     (tmp / "manifest.json").write_text(json.dumps(counts))
     os.rename(tmp, root.parent)
     return root, counts
@@ -228,5 +275,5 @@ def ensure(where: Path, total_lines: int = 2_000_000) -> tuple[Path, dict]:
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "/var/tmp/log-shipper-bench")
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
-    root, counts = ensure(out, n)
+    root, counts = ensure(out, n, sys.argv[3] if len(sys.argv) > 3 else "jobs")
     print(root, sum(counts.values()), counts)

@@ -4,13 +4,16 @@
 
 1. read limit: `cat` of the corpus to /dev/null, and a plain Python line count;
 2. the agent into a null `_bulk` endpoint (tests/bench/nullbulk.py), full documents, parsing off
-   (every file `raw`) and on (the built-in Cloud Foundry rules): lines/s, MB/s, CPU seconds per
-   million lines (utime+stime from /proc/<pid>/stat), peak RSS (VmHWM);
+   (every file `raw`) and on (the built-in Cloud Foundry rules), both on the corpus laid out one file
+   per format (tests/bench/corpus.py `per_format`): lines/s, MB/s, CPU seconds per million lines
+   (utime+stime from /proc/<pid>/stat), peak RSS (VmHWM), and parsed/raw CPU;
 3. the agent into a real Elasticsearch node (esnode.start() or ES_URL), and a direct bulk load of
    the same documents by a multi-threaded http.client loader: the node's ceiling;
 4. end-to-end latency (line written -> searchable) at a steady 2,000 lines/s over 20 files;
 5. idle CPU with 500 quiet files.
-This is a measurement, not a test: it prints a table and writes the figures as JSON.
+This is a measurement, not a test: it prints a table, with the earlier figures and the targets
+where there are some, and writes the figures as JSON. `tests/bench/micro.py` times the encoder and
+each format in-process, for one change at a time.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ from tests.support.agentproc import AgentProcess, wait_caught_up, write_config
 CACHE = Path(os.environ.get("LOG_SHIPPER_BENCH_CACHE", "/var/tmp/log-shipper-bench"))
 TICK = os.sysconf("SC_CLK_TCK")
 RAW_RULES = [{"glob": "**", "format": "raw"}]
+# Earlier figures (issue 15 as filed and the README before it, same 2-core machine) and the targets.
+EARLIER = {
+    "null_raw": "earlier 2.3-3.0 CPU-s/M, 338-477k lines/s; target <= 2.5 CPU-s/M, <= 64 MiB",
+    "null_parsed": "earlier 8.1-8.9 CPU-s/M, 113-122k lines/s; target >= 200k lines/s, <= 64 MiB",
+    "ratio": "earlier 2.7-3.9x; target <= 2x",
+}
 UAA_START = re.compile(rb"^\[\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}", re.M)
 
 
@@ -408,7 +417,7 @@ def idle(work: Path, files: int = 500, seconds: float = 60.0) -> dict:
 # -- the table -------------------------------------------------------------------------------------
 
 def table(r: dict) -> str:
-    rows = [("measurement", "lines/s", "MB/s", "CPU-s/M lines", "peak RSS MiB", "notes")]
+    rows = [("measurement", "lines/s", "MB/s", "CPU-s/M lines", "peak RSS MiB", "notes", "earlier / target")]
     rl = r.get("read_limit")
     if rl:
         rows.append(("read limit: cat > /dev/null", f"{rl['cat_lines_s']:,.0f}", f"{rl['cat_mb_s']:,.0f}", "", "", f"{rl['cat_s']:.2f} s"))
@@ -417,9 +426,11 @@ def table(r: dict) -> str:
         x = r.get(key)
         if x:
             rows.append((name, f"{x['lines_s']:,.0f}", f"{x['mb_s']:,.1f}", f"{x['cpu_s_per_m']:.2f}", f"{x['peak_rss_mib']:.1f}",
-                         f"{x['docs']:,} docs ~{x['doc_bytes_avg']:.0f} B; incl. start {x['lines_s_incl_start']:,.0f}/s, {x['cpu_s_per_m_incl_start']:.2f} CPU-s/M"))
+                         f"{x['docs']:,} docs ~{x['doc_bytes_avg']:.0f} B; incl. start {x['lines_s_incl_start']:,.0f}/s, {x['cpu_s_per_m_incl_start']:.2f} CPU-s/M",
+                         EARLIER[key]))
     if r.get("null_raw") and r.get("null_parsed"):
-        rows.append(("parsing on / off CPU", "", "", f"{r['null_parsed']['cpu_s_per_m'] / r['null_raw']['cpu_s_per_m']:.2f}x", "", ""))
+        rows.append(("parsing on / off CPU", "", "", f"{r['null_parsed']['cpu_s_per_m'] / r['null_raw']['cpu_s_per_m']:.2f}x", "", "",
+                     EARLIER["ratio"]))
     e = r.get("es")
     if e:
         rows.append(("agent -> real Elasticsearch (parsing on)", f"{e['agent_lines_s']:,.0f}", f"{e['mb'] / e['agent_s']:,.1f}",
@@ -433,10 +444,11 @@ def table(r: dict) -> str:
     i = r.get("idle")
     if i:
         rows.append((f"idle, {i['files']} quiet files", "", "", "", f"{i['peak_rss_mib']:.1f}", f"CPU {i['cpu_pct']:.2f}% over {i['seconds']:.0f} s"))
-    widths = [max(len(row[c]) for row in rows) for c in range(6)]
+    rows = [row + ("",) * (7 - len(row)) for row in rows]
+    widths = [max(len(row[c]) for row in rows) for c in range(7)]
     out = []
     for k, row in enumerate(rows):
-        out.append("  ".join(cell.ljust(widths[c]) if c in (0, 5) else cell.rjust(widths[c]) for c, cell in enumerate(row)).rstrip())
+        out.append("  ".join(cell.ljust(widths[c]) if c in (0, 5, 6) else cell.rjust(widths[c]) for c, cell in enumerate(row)).rstrip())
         if k == 0:
             out.append("-" * len(out[0]))
     return "\n".join(out)
@@ -451,7 +463,7 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
     t_all = time.monotonic()
-    root, counts = corpus.ensure(CACHE, args.lines)
+    root, counts = corpus.ensure(CACHE, args.lines, "per_format")
     files = files_of(root)
     lines = sum(counts.values())
     nbytes = sum(p.stat().st_size for p in files)

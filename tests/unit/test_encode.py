@@ -169,3 +169,20 @@ def test_same_bytes_as_the_reference(lines, start, fmt, flags):
     assert run(enc, Frames(start, list(lines), flags=dict(flags))) == reference_encode(enc, Frames(start, lines, flags=flags), NOW)
     offsets = [start + 7 * i for i in range(len(lines))]
     assert run(enc, Frames(start, list(lines), offsets=list(offsets))) == reference_encode(enc, Frames(start, lines, offsets=offsets), NOW)
+
+
+def test_a_format_that_raises_ships_its_line_unparsed_and_parses_the_rest():
+    def flaky(line: bytes):
+        if line.startswith(b"{"):
+            raise ValueError("a parser bug")
+        return FORMATS["lager"](line)
+
+    lines = [LINES[0], LINES[10], b'{"x":1}']
+    n, out = run(encoder(flaky), Frames(100, list(lines)))
+    assert n == sum(map(len, lines))
+    docs = [orjson.loads(d) for d in out.split(b"\n")[1::2]]
+    assert [d.get("tags") for d in docs] == [["log_shipper_unparsed"]] * 3
+    assert [d["message"] for d in docs] == [x.decode() for x in lines]
+    # The same encoder with a format that does not raise parses the JSON line.
+    n, out = run(encoder(FORMATS["lager"]), Frames(100, list(lines)))
+    assert orjson.loads(out.split(b"\n")[3])["log.logger"] == "rep"

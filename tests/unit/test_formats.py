@@ -21,7 +21,7 @@ from agent.formats import (
     rfc3339,
     uaa,
 )
-from agent.formats._common import from_epoch_value, iso_at, seconds_to_ns, unescape
+from agent.formats._common import from_epoch_text, from_epoch_value, iso_at, seconds_to_ns, unescape
 
 
 def fields(fmt: str, line: bytes) -> tuple[str | None, dict]:
@@ -108,7 +108,7 @@ def _same_as_exact(fast, exact, line: bytes) -> None:
     """The fast path returns what the exact path returns for `line`, or raises where it raises."""
     try:
         want = exact(line)
-    except Exception as e:  # the registry's backstop turns this into UNPARSED either way
+    except Exception as e:  # the encoder's backstop turns this into UNPARSED either way
         with pytest.raises(type(e)):
             fast(line)
         return
@@ -243,6 +243,35 @@ def test_cloud_controller_rfc3339_line_with_request_guid():
     assert f["cf.cloud_controller.message"].startswith('Started GET "/v2/service_usage_events"')
 
 
+# cloud_controller checks the usual fields in one go and serialises them in one orjson.dumps; `_members`
+# is the one-member-at-a-time path, which every other line takes.
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([CC_2016, CC_2020]), st.integers(0, 500),
+       st.lists(st.sampled_from(b'\\"{}[]:,.09-aZ \xc3\xa9'), max_size=4).map(bytes))
+def test_cloud_controller_one_dumps_is_the_member_by_member_path(base, at, junk):
+    at = min(at, len(base))
+    line = base[:at] + junk + base[at + len(junk) :]
+    ts, members = cloud_controller.extract(line)
+    if members is not UNPARSED:
+        assert members == cloud_controller._members(orjson.loads(line))
+
+
+@pytest.mark.parametrize("old,new", [(b'"process_id":3255', b'"process_id":0'), (b'"process_id":3255', b'"process_id":-1'),
+                                     (b'"lineno":23', b'"lineno":9223372036854775808'), (b'"method":"call"', b'"method":""'),
+                                     (b'"method":"call"', b'"method":true'), (b'"file":"/var', b'"file2":"/var'),
+                                     (b'"log_level":"info"', b'"log_level":"WARNING"'), (b'"data":{}', b'"data":{"error":"e"}')])
+def test_cloud_controller_unusual_fields_take_the_general_path(old, new):
+    line = CC_2016.replace(old, new)
+    assert line != CC_2016
+    assert cloud_controller.extract(line)[1] == cloud_controller._members(orjson.loads(line))
+
+
+def test_cloud_controller_usual_lines_take_one_dumps(monkeypatch):
+    want = [cloud_controller.extract(x) for x in (CC_2016, CC_2020)]
+    monkeypatch.setattr(cloud_controller, "_members", None)
+    assert [cloud_controller.extract(x) for x in (CC_2016, CC_2020)] == want
+
+
 # diego-release docs (logging.format.timestamp), both lager generations, and a rep error from a public issue.
 REP_EPOCH = (
     b'{"timestamp":"1522171784.100530624","source":"rep","message":"rep.started","log_level":1,'
@@ -350,6 +379,26 @@ def test_uaa_rfc3339_microseconds_and_stack_trace():
     assert f["log.level"] == "error" and f["log.logger"] == "UaaException" and "event.action" not in f
 
 
+UAA_RFC3339 = b"[2026-11-27T23:59:00.123456Z] uaa - 4567 [http-nio-8080-exec-1] .... ERROR --- UaaException: boom\n\tat x"
+
+
+# uaa copies the usual head's values between quotes and keeps `_extract_general` for everything else.
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([UAA_AUDIT, UAA_RFC3339]), st.integers(0, 120),
+       st.binary(max_size=3) | st.lists(st.sampled_from(b'\\" -:.,09aTZ[]\x00\x7f\xc3\xa9\xff'), max_size=3).map(bytes))
+def test_uaa_fast_path_is_the_general_path_on_mutations(base, at, junk):
+    at = min(at, len(base))
+    line = base[:at] + junk + base[at + len(junk) :]
+    _same_as_exact(uaa.extract, uaa._extract_general, line)
+
+
+def test_uaa_usual_lines_take_the_fast_path(monkeypatch):
+    lines = [UAA_AUDIT, UAA_RFC3339, UAA_AUDIT.replace(b"] uaa", b"Z] uaa")]
+    want = [uaa.extract(x) for x in lines]
+    monkeypatch.setattr(uaa, "_extract_general", None)
+    assert [uaa.extract(x) for x in lines] == want and want[2] == want[0]
+
+
 def test_uaa_default_rule_joins_stack_traces():
     rule = default_rule("uaa/uaa.log")
     ml = rule.multiline
@@ -427,6 +476,24 @@ def test_time_helpers_are_exact():
     assert unescape(b"a\\tb\\\\c\\x41") == "a\tb\\cA"
 
 
+def _repr_time(v: float) -> str | None:
+    """The reference for float times: the millisecond of the shortest decimal that round-trips."""
+    return from_epoch_text(repr(v))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(min_value=0, max_value=3e11) | st.integers(0, 253402300799 * 1000).map(lambda ms: ms / 1000)
+       | st.integers(0, 253402300799 * 10**6).map(lambda us: us / 10**6) | st.sampled_from([1e-5, 1e-4, 5e-324, -0.0, 0.0]))
+def test_float_times_keep_the_written_millisecond(v):
+    assert from_epoch_value(v) == _repr_time(v)
+
+
+def test_float_times_near_a_millisecond_boundary():
+    for v in (1700000000.123, 1700000000.9999999, 1700000001.0000001, 1458655387.3279622, 253402300799.999, 0.0001):
+        assert from_epoch_value(v) == _repr_time(v)
+        assert from_epoch_value(-v) is None
+
+
 @pytest.mark.parametrize(
     ("relpath", "fmt"),
     [
@@ -451,7 +518,7 @@ def test_default_rule(relpath, fmt):
     assert (rule.multiline is not None) == (fmt == "uaa")
 
 
-# The modules' own functions, without the registry's exception backstop: a parser bug must fail here.
+# The modules' own functions (FORMATS holds them as they are; the encoder is the backstop): a parser bug must fail here.
 PARSERS = {
     "auto": auto,
     "lager": lager.extract,
