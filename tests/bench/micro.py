@@ -18,7 +18,8 @@ from pathlib import Path
 
 from agent import encode
 from agent.encode import FileEncoder
-from agent.formats import FORMATS, default_rule
+from agent.formats import FORMATS
+from agent.rules import default_rule
 from agent.frame import Framer, Frames
 
 from tests.bench import corpus
@@ -34,7 +35,7 @@ BATCH_BYTES = 2 * 2**20  # the default batch size: `out` is cleared as a sent ba
 
 
 def frames_of(path: Path, rel: str, max_events: int) -> list[Frames]:
-    _, ml = default_rule(rel)
+    ml = default_rule(rel).multiline
     fr = Framer(0, 32 * 1024, ml)
     out, n = [], 0
     with open(path, "rb") as f:
@@ -78,7 +79,7 @@ def main() -> None:
     for i, rel in enumerate(counts):
         if args.only not in rel:
             continue
-        fmt, _ = default_rule(rel)
+        fmt = default_rule(rel).format
         chunks = frames_of(root / rel, rel, args.per_file)
         events = sum(map(len, chunks))
         raw = FileEncoder("bench", "f%02d" % i, str(root / rel), rel.split("/")[0], META, None)
