@@ -207,7 +207,7 @@ class Sender:
             if not self.in_flight:
                 self.waiting_since = time.time()
             self.in_flight += 1
-            self._cond.notify()
+            self._cond.notify_all()  # notify() could wake only the status thread, which would not take it
 
     def _submit_status(self, batch: Batch) -> None:
         """The agent's status has a thread of its own, so logs that Elasticsearch refuses or
@@ -378,7 +378,8 @@ class Sender:
                 "check credentials, role privileges (create_doc on the target indices) or a read-only index block")
         if self.health.refused_since is None:
             self.health.refused_since = time.time()
-            log.error("es_refused", "Elasticsearch refuses our writes; retrying, nothing dropped",
+            log.error("es_refused", "Elasticsearch refuses our writes: check credentials, role privileges, "
+                      "or a read-only index block (disk full); retrying, nothing dropped",
                       status=status, detail=detail, hint=hint)
         self.health.refused_reason = f"http {status}: " + (hint if missing else detail[:120])
 
