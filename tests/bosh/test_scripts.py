@@ -248,8 +248,9 @@ def test_root_side_scripts_write_through_no_link_the_agents_user_planted(tmp_pat
     pid = None
     try:
         assert _ctl(ctl, env, "start").returncode == 0
-        _wait_for(state / "pid", "the agent stand-in never ran")
-        pid = int((state / "pid").read_text())
+        # Written by ctl before it returns (the probe's own pid file may still be empty).
+        pid = int((vcap / "sys/run/log-shipper/log-shipper.pid").read_text())
+        _wait_for(state / "args", "the agent stand-in never ran")
 
         # While it runs: ctl.log, written by `ctl start` when the agent is already up.
         (log_dir / "ctl.log").unlink(missing_ok=True)
@@ -279,7 +280,8 @@ def test_root_side_scripts_write_through_no_link_the_agents_user_planted(tmp_pat
         assert not absent.exists()
         assert sorted(p.name for p in guarded.iterdir()) == sorted(t.name for t in targets.values())
     finally:
-        for p in [pid] + ([int((state / "pid").read_text())] if (state / "pid").exists() else []):
+        pidfile = vcap / "sys/run/log-shipper/log-shipper.pid"
+        for p in {pid, int(pidfile.read_text()) if pidfile.exists() else None}:
             if p and _alive(p):
                 os.kill(p, signal.SIGKILL)
 
