@@ -21,17 +21,30 @@ FILENAME = "registry.json"
 
 @dataclass
 class Entry:
+    """One file's identity, what the reader saw of it, and its acknowledged cursor.
+
+    Each field has one writer, so the loop's modules never undo each other's changes:
+    the reader writes identity and observations, the acker writes the cursor, and both
+    write `updated_at`. Nothing else changes an entry.
+    """
+
+    # Identity, written by the reader: who the file is, wherever it is now.
     fid: str
     path: str
     dev: int
     ino: int
     head_len: int
     head_hash: str
+    # Cursor, written by the acker, only with what Elasticsearch acknowledged.
     offset: int = 0  # every byte before it is acknowledged by Elasticsearch
     tail: str = ""  # hash of the bytes just before `offset`
+    # Observations, written by the reader.
     size: int = 0  # size last seen
+    # Cursor (acker).
     caught_up_at: float = 0.0  # last time offset reached size: the oldest unshipped byte is younger
+    # Both: the reader when it sees the file, the acker when it ships some of it.
     updated_at: float = 0.0  # last time the agent saw or shipped this file
+    # Observations (reader).
     lost_bytes: int = 0  # bytes rotated away before they were read
     lost_at: float = 0.0
     gone: bool = False  # file (and every copy) gone, or fully drained copy
