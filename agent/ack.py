@@ -23,6 +23,7 @@ class Acker:
         self.pending: dict[str, deque[Segment]] = {}
         self.dirty = True
         self.volume = Volume(state_dir)
+        self.journal = registry.Journal(state_dir, forget_after_s)
         self.saved = set(entries)  # fids the registry on disk knows
 
     def track(self, batch: Batch) -> None:
@@ -70,8 +71,13 @@ class Acker:
         return bool(self.pending.get(fid))
 
     def checkpoint(self, force: bool = False) -> None:
+        now = time.time()
+        for fid in [f for f, e in self.entries.items() if e.gone and now - e.updated_at > self.forget_after_s]:
+            del self.entries[fid]
         if self.dirty or force:
-            metrics.REGISTRY_WRITE_SECONDS.observe(registry.save(self.state_dir, self.entries, self.forget_after_s))
+            written = self.journal.write(self.entries, now)
+            if written.records:
+                metrics.REGISTRY_WRITE_SECONDS.observe(written.seconds)
             self.saved = set(self.entries)
             self.dirty = False
         self.volume.save()
