@@ -4,7 +4,6 @@ moved aside, newer versions refused, version 1 imported."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import orjson
 import pytest
