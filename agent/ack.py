@@ -22,6 +22,7 @@ from agent.volume import Volume
 
 FORGET_AFTER_IDLE_S = 120.0  # a drained entry is forgotten this long after its last change at the earliest
 FORGET_CHECK_S = 60.0  # how often entries are looked at for forgetting (a directory listing each)
+VOLUME_SAVE_S = 60.0  # volume.json is statistics: rewritten at most this often, and when forced
 
 
 class Acker:
@@ -35,6 +36,7 @@ class Acker:
         self.journal = registry.Journal(state_dir, forget_after_s)
         self.saved = set(entries)  # fids the registry on disk knows
         self._next_forget = 0.0
+        self._volume_saved = time.monotonic()
 
     def track(self, batch: Batch) -> None:
         """Called in reading order, before the batch is sent.
@@ -98,7 +100,11 @@ class Acker:
                 metrics.REGISTRY_WRITE_SECONDS.observe(written.seconds)
             self.saved = set(self.entries)
             self.dirty = False
-        self.volume.save()
+        # Rewritten whole, a month of hourly buckets per job (~20 KiB a job): every second it
+        # would be the biggest thing the agent writes.
+        if force or time.monotonic() - self._volume_saved >= VOLUME_SAVE_S:
+            self.volume.save()
+            self._volume_saved = time.monotonic()
 
 
 def forgettable(entries: dict[str, Entry], pending: dict, now: float, keep_lost_s: float) -> list[str]:
