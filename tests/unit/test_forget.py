@@ -114,7 +114,7 @@ def test_the_acker_retires_what_can_be_forgotten_and_offsets_still_show_what_mat
     acker.checkpoint()
     assert set(entries) == {"lost", "lag", "live"}
     old = drained(live, A, "old")
-    assert acker.retired == {"old": registry.Retired("old", str(live), 1, 2, old.head_len, old.head_hash, 1000, "",
+    assert acker.retired == {"old": registry.Retired("old", 1, 2, old.head_len, old.head_hash, 1000, "",
                                                      acker.retired["old"].at)}
     on_disk = registry.load_state(str(state))
     assert on_disk.entries == entries and set(on_disk.retired) == {"old"}

@@ -54,7 +54,7 @@ def test_retired_entries_leave_the_entries_and_keep_their_identity(tmp_path):
     assert "a" not in entries and j.write(entries, now=1000.0).records == 1
     state = registry.load_state(str(tmp_path))
     assert state.entries == {"b": entry("b")}
-    assert state.retired == {"a": registry.Retired("a", "/var/vcap/sys/log/job/a.log", 1, 2, 4, "abcd", 20, "tt", 1000.0)}
+    assert state.retired == {"a": registry.Retired("a", 1, 2, 4, "abcd", 20, "tt", 1000)}
     # Kept across compaction, and across a restart (a new Journal reads them back).
     j2 = Journal(str(tmp_path), 3600)
     assert j2.write(entries, now=1000.0 + 3600).compacted
