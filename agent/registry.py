@@ -139,8 +139,9 @@ def load(state_dir: str) -> dict[str, Entry]:
     return load_state(state_dir).entries
 
 
-def load_state(state_dir: str) -> State:
-    """Read-only but for moving a corrupt file aside: `offsets` may run beside the agent."""
+def load_state(state_dir: str, report: bool = True) -> State:
+    """Read-only but for moving a corrupt file aside: `offsets` may run beside the agent.
+    `report`: log a torn tail dropped (once per start, not for every reader)."""
     for _ in range(2):  # the agent may remove registry.json between our look and our read
         path = path_in(state_dir)
         try:
@@ -148,7 +149,7 @@ def load_state(state_dir: str) -> State:
         except FileNotFoundError:
             continue
         try:
-            return _parse_v1(data) if path.name == V1_FILENAME else _parse(data, path)
+            return _parse_v1(data) if path.name == V1_FILENAME else _parse(data, path, report)
         except RegistryTooNew as e:
             log.error("registry_too_new", "registry written by a newer log-shipper; refusing to start",
                       path=str(path), error=str(e),
@@ -181,7 +182,7 @@ def _parse_v1(data: bytes) -> State:
     return State({e.fid: e for e in entries}, {})
 
 
-def _parse(data: bytes, path: Path) -> State:
+def _parse(data: bytes, path: Path, report: bool) -> State:
     records, end = frames(data)
     if not records:
         raise RegistryError("no header record")
@@ -196,7 +197,7 @@ def _parse(data: bytes, path: Path) -> State:
     state = State({}, {})
     for rec in records[1:]:
         _apply(state, orjson.loads(rec))
-    if end < len(data):
+    if end < len(data) and report:
         # A crash in the middle of a checkpoint: the records before it are whole.
         log.info("registry_tail_dropped", "registry's last record is incomplete (a crash during a write); dropped it",
                  path=str(path), dropped_bytes=len(data) - end,
@@ -307,7 +308,8 @@ class Journal:
         self.dir = Path(state_dir)
         self.path = self.dir / FILENAME
         self.keep_retired_s = keep_retired_s
-        self.retired: dict[str, Retired] = load_state(state_dir).retired if self.path.exists() else {}
+        # Loaded just after registry.load by the same agent: its torn tail is reported already.
+        self.retired: dict[str, Retired] = load_state(state_dir, report=False).retired
         self._fd: int | None = None
         self._written: dict[str, tuple] = {}  # fid -> state_of(entry) as last written
         self._retiring: list[Retired] = []
