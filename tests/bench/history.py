@@ -21,6 +21,9 @@ The history is what a week on a BOSH VM leaves: 25 files, 5 busy ones rotated ev
    always keeps up), a busy file copytruncated every 30 s: after a 30 s warm-up, over
    `--agent-seconds`: bytes written per second (/proc/PID/io write_bytes), CPU (% of a core),
    RSS, registry size, and the p99 of `log_shipper_registry_write_seconds` (its bucket bound).
+3. (`--parts soak`) the new agent from the week of history for `--soak-minutes` at `--rate`,
+   rotated by real logrotate (copytruncate, compress, size 2M, rotate 7) every 15 s: registry
+   size, entries, retired identities, RSS, CPU and bytes written, once a minute.
 
 This is a measurement, not a test: it prints a table and writes the figures as JSON.
 """
@@ -317,6 +320,77 @@ def agent_run(work: Path, impl: str, history: bool, rate: int, seconds: float, w
             "lines_written": writers.lines}
 
 
+# -- 3. the soak -----------------------------------------------------------------------------------
+
+LOGROTATE_CONF = """{root}/*/*.log {{
+  missingok
+  rotate {rotate}
+  copytruncate
+  compress
+  notifempty
+  size 2M
+}}
+"""
+
+
+def soak(work: Path, rate: int, minutes: float, every_s: float = 60.0) -> list[dict]:
+    """The new agent from a week of history, real logrotate (the stemcell's stanza with `size 2M`)
+    run every 15 s: registry size, entries, RSS, CPU and bytes written, sampled every `every_s`."""
+    shutil.rmtree(work, ignore_errors=True)
+    root, state = work / "log", work / "state"
+    entries = seed(root, time.time(), True)
+    registry_v1.save(str(state), {f: registry_v1.Entry(**vars(e)) for f, e in entries.items()}, WEEK)
+    for path in files(root):  # the names this stanza gives (no delaycompress): x.log.1.gz ... x.log.7.gz
+        one = path.parent / f"{path.name}.1"
+        with gzip.open(path.parent / f"{path.name}.1.gz", "wb", 1) as g:
+            g.write(one.read_bytes())
+        one.unlink()
+    conf = work / "logrotate.conf"
+    conf.write_text(LOGROTATE_CONF.format(root=root, rotate=ON_DISK))
+    null = NullBulk().start()
+    cfg = write_config(work / "agent.json", null.url, root, state, "bench-soak",
+                       formats=[{"glob": "**", "format": "raw"}], batch={"flush_interval_s": 0.5},
+                       registry={"flush_interval_s": 1.0},
+                       reader={"idle_flush_s": 5.0, "rescan_interval_s": 10.0, "close_removed_after_s": 5.0})
+    agent = AgentProcess(cfg, work / "agent-soak.log").start()
+    pid = agent.proc.pid
+    writers = Writers(files(root), rate, rotate_s=float("inf"))
+    halt = threading.Event()
+    rotations = [0]
+
+    def rotate() -> None:
+        while not halt.wait(15.0):
+            subprocess.run(["logrotate", "-s", str(work / "logrotate.state"), str(conf)], capture_output=True)
+            rotations[0] += 1
+
+    rotator = threading.Thread(target=rotate, daemon=True)
+    samples = []
+    try:
+        writers.thread.start()
+        rotator.start()
+        t0 = time.monotonic()
+        wb, (cpu, _) = write_bytes(pid), proc_stat(pid)
+        last = t0
+        while time.monotonic() - t0 < minutes * 60:
+            time.sleep(every_s)
+            now = time.monotonic()
+            wb1, (cpu1, rss) = write_bytes(pid), proc_stat(pid)
+            st = registry.load_state(str(state), report=False)
+            samples.append({"minute": round((now - t0) / 60, 1), "registry_bytes": (state / registry.FILENAME).stat().st_size,
+                            "entries": len(st.entries), "retired": len(st.retired), "rss_mib": rss / 2**20,
+                            "cpu_pct": (cpu1 - cpu) / (now - last) * 100, "write_kib_s": (wb1 - wb) / (now - last) / 1024,
+                            "logrotate_runs": rotations[0], "lines": writers.lines})
+            print(json.dumps(samples[-1]), flush=True)
+            wb, cpu, last = wb1, cpu1, now
+    finally:
+        halt.set()
+        writers.stop.set()
+        writers.thread.join()
+        agent.stop()
+        null.stop()
+    return samples
+
+
 def table(res: dict) -> str:
     out = []
     if res.get("registry"):
@@ -326,6 +400,12 @@ def table(res: dict) -> str:
             out.append(f"{r['impl']:<10}{'week' if r['history'] else 'fresh':<9}{r['entries_kept']:>6}{r['writes']:>7}"
                        f"{r['bytes_per_write']:>10.0f}{r['write_bytes_per_write']:>10.0f}{r['p50_ms']:>8.2f}"
                        f"{r['p99_ms']:>8.2f}{r['registry_bytes']:>10}{r['bytes_per_s_at_1_45']:>10.0f}")
+    if res.get("soak"):
+        out.append("")
+        out.append(f"{'minute':>7}{'registry B':>12}{'entries':>9}{'retired':>9}{'RSS MiB':>9}{'CPU %':>7}{'write KiB/s':>12}")
+        for r in res["soak"]:
+            out.append(f"{r['minute']:>7}{r['registry_bytes']:>12}{r['entries']:>9}{r['retired']:>9}{r['rss_mib']:>9.1f}"
+                       f"{r['cpu_pct']:>7.1f}{r['write_kib_s']:>12.1f}")
     if res.get("agent"):
         out.append("")
         out.append(f"{'agent':<10}{'history':<9}{'write KiB/s':>12}{'CPU %':>8}{'RSS MiB':>9}{'registry B':>12}{'p99 le s':>10}")
@@ -340,7 +420,8 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=int, default=900)
     ap.add_argument("--agent-seconds", type=float, default=120.0)
     ap.add_argument("--rate", type=int, default=2000)
-    ap.add_argument("--parts", default="registry,agent")
+    ap.add_argument("--soak-minutes", type=float, default=30.0)
+    ap.add_argument("--parts", default="registry,agent", help="any of registry,agent,soak")
     ap.add_argument("--out", default="bench-history.json")
     args = ap.parse_args()
     base = Path(os.environ.get("LOG_SHIPPER_BENCH_TMP", tempfile.gettempdir())) / "log-shipper-bench-history"
@@ -356,6 +437,8 @@ def main() -> None:
             for impl in ("old", "new"):
                 res["agent"].append(agent_run(base / "agent", impl, h, args.rate, args.agent_seconds))
                 print(json.dumps(res["agent"][-1]), flush=True)
+    if "soak" in parts:
+        res["soak"] = soak(base / "soak", args.rate, args.soak_minutes)
     print(table(res))
     Path(args.out).write_text(json.dumps(res, indent=2))
 
