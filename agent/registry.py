@@ -346,7 +346,7 @@ class Journal:
             _write_all(self._fd, data)
             os.fdatasync(self._fd)
         except OSError:
-            self._close()  # the file may end in a torn record: the next write compacts
+            self.close()  # the file may end in a torn record: the next write compacts
             raise
         self._appended += len(data)
         self._written.update(states)
@@ -359,7 +359,7 @@ class Journal:
 
     def _compact(self, entries: dict[str, Entry], now: float) -> tuple[int, int]:
         """The whole state into a new file, renamed over the old one once durable."""
-        self._close()
+        self.close()
         keep = sorted((r for r in self.retired.values() if now - r.at <= self.keep_retired_s and r.fid not in entries),
                       key=lambda r: r.at)
         self.retired = {r.fid: r for r in keep[-MAX_RETIRED:]}
@@ -375,11 +375,11 @@ class Journal:
         try:
             _write_all(fd, data)
             os.fsync(fd)
-        except OSError:
-            os.close(fd)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.dir)
+        except BaseException:
+            os.close(fd)  # the next write compacts again
             raise
-        os.replace(tmp, self.path)
-        _fsync_dir(self.dir)
         self._fd = fd  # the renamed file: appends go on where the snapshot ends
         self._written = {fid: state_of(e) for fid, e in entries.items()}
         self._retiring.clear()
@@ -390,13 +390,10 @@ class Journal:
             pass
         return len(data), len(put) + len(retired)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-    def close(self) -> None:
-        self._close()
 
 
 def _record(put: list[Entry], dropped: list[str], retired: list[Retired]) -> bytes:

@@ -4,6 +4,7 @@ moved aside, newer versions refused, version 1 imported."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import orjson
 import pytest
@@ -152,8 +153,10 @@ def test_a_compaction_that_fails_leaves_the_old_registry_whole(tmp_path, monkeyp
 
     target = {"write": (registry, "_write_all"), "fsync": (registry.os, "fsync"), "rename": (registry.os, "replace")}[step]
     monkeypatch.setattr(*target, die)
+    fds = len(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError):
         j.write(entries)
+    assert len(os.listdir("/proc/self/fd")) == fds  # the temp file is not left open
     monkeypatch.undo()
     assert registry.load(str(tmp_path))["a"].offset == 5  # a stale temp file is ignored
     assert j.write(entries).compacted

@@ -135,7 +135,7 @@ def replace(src, dst):
 
 registry._write_all, registry.os.replace = write, replace
 if sys.argv[3] == "compact":
-    j._close()  # the next write compacts
+    j.close()  # the next write compacts
 j.write(entries)  # checkpoint 2
 """
 
