@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import orjson
 from elasticsearch import Elasticsearch
+
+from agent import registry
 
 
 def write_config(path: Path, es_url: str, root: Path, state: Path, index: str, **overrides) -> Path:
@@ -76,10 +79,8 @@ class AgentProcess:
 
 
 def registry_entries(state: Path) -> list[dict]:
-    try:
-        return orjson.loads((state / "registry.json").read_bytes())["entries"]
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return []
+    """The registry on disk, as the agent would load it (a torn last checkpoint dropped)."""
+    return [dataclasses.asdict(e) for e in registry.load(str(state)).values()]
 
 
 def wait_caught_up(state: Path, files: list[Path], timeout: float = 60) -> None:

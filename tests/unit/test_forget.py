@@ -1,0 +1,125 @@
+"""Forgetting: a drained, acknowledged, idle entry whose copies are all gone from disk leaves the
+registry (its identity kept as registry.Retired); what still matters stays."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections import deque
+
+from agent import ack, identity, offsets, registry
+from agent.ack import Acker, forgettable
+from agent.registry import Entry
+
+NOW = 1_800_000_000.0
+WEEK = 7 * 24 * 3600.0
+OLD = NOW - ack.FORGET_AFTER_IDLE_S - 1
+
+
+def gen(path, content: bytes, fid: str, **kw) -> Entry:
+    """The entry of one generation of `path` whose first bytes were `content`."""
+    h = identity.Head.of(content[: identity.HEAD_BYTES])
+    kw.setdefault("updated_at", OLD)
+    return Entry(fid, str(path), 1, 2, h.length, h.hash, **kw)
+
+
+def drained(path, content: bytes, fid: str, **kw) -> Entry:
+    n = kw.pop("size", 1000)
+    return gen(path, content, fid, offset=n, size=n, gone=True, **kw)
+
+
+A = b"2026-12-01T10:00:00Z first line of generation A\n" * 8
+B = b"2026-12-01T11:00:00Z first line of generation B\n" * 8
+C = b"2026-12-01T12:00:00Z the live generation\n" * 8
+
+
+def test_a_drained_generation_is_forgotten_only_once_its_copies_are_gone(tmp_path):
+    live = tmp_path / "x.log"
+    live.write_bytes(C)
+    (tmp_path / "x.log.1").write_bytes(B)
+    with gzip.open(tmp_path / "x.log.2.gz", "wb") as f:
+        f.write(A)
+    (tmp_path / "other.log.1").write_bytes(A)  # another file's name: not a copy of x.log
+    entries = {"a": drained(live, A, "a"), "b": drained(live, B, "b"), "c": gen(live, C, "c", size=len(C))}
+    assert forgettable(entries, {}, NOW, WEEK) == []
+    (tmp_path / "x.log.1").rename(tmp_path / "x.log.1.tmp")  # a name beginning with x.log is looked at too
+    assert forgettable(entries, {}, NOW, WEEK) == []
+    with gzip.open(tmp_path / "x.log.1.gz", "wb") as f:  # logrotate compressed it
+        f.write(B)
+    (tmp_path / "x.log.1.tmp").unlink()
+    assert forgettable(entries, {}, NOW, WEEK) == []
+    (tmp_path / "x.log.2.gz").unlink()
+    assert forgettable(entries, {}, NOW, WEEK) == ["a"]
+    (tmp_path / "x.log.1.gz").unlink()
+    assert sorted(forgettable(entries, {}, NOW, WEEK)) == ["a", "b"]  # never the live one
+
+
+def test_what_still_matters_is_kept(tmp_path):
+    path = tmp_path / "x.log"  # no copies at all
+    entries = {
+        "lag": drained(path, A, "lag"),
+        "pending": drained(path, A, "pending"),
+        "young": drained(path, A, "young", updated_at=NOW - 5),
+        "lost-recently": drained(path, A, "lost-recently", lost_bytes=10, lost_at=NOW - 3600),
+        "lost-long-ago": drained(path, A, "lost-long-ago", lost_bytes=10, lost_at=NOW - WEEK - 1),
+        "live": gen(path, A, "live"),
+    }
+    entries["lag"].offset = 10  # gone, but not all acknowledged: lag
+    pending = {"pending": deque([object()])}
+    assert forgettable(entries, pending, NOW, WEEK) == ["lost-long-ago"]
+    # As before, anything gone and untouched for keep_lost_s goes, whatever it holds.
+    later = NOW + WEEK
+    assert sorted(forgettable(entries, {}, later, WEEK)) == ["lag", "lost-long-ago", "lost-recently", "pending", "young"]
+
+
+def test_a_directory_gone_takes_its_copies_with_it(tmp_path):
+    entries = {"a": drained(tmp_path / "gone" / "x.log", A, "a")}
+    assert forgettable(entries, {}, NOW, WEEK) == ["a"]
+
+
+def test_when_a_copy_cannot_be_read_nothing_of_that_file_is_forgotten(tmp_path):
+    (tmp_path / "x.log.1.gz").write_bytes(gzip.compress(B)[:12])  # a gzip still being written
+    os.mkfifo(tmp_path / "x.log.fifo")  # not a copy the reader reads; must not block
+    (tmp_path / "x.log.d").mkdir()
+    entries = {"a": drained(tmp_path / "x.log", A, "a"), "o": drained(tmp_path / "o.log", A, "o")}
+    assert forgettable(entries, {}, NOW, WEEK) == ["o"]
+    (tmp_path / "x.log.1.gz").unlink()
+    assert sorted(forgettable(entries, {}, NOW, WEEK)) == ["a", "o"]
+
+
+def test_a_short_head_that_begins_a_copy_keeps_its_entry(tmp_path):
+    """A young file's short head may begin a later generation too: kept while such a copy is there."""
+    (tmp_path / "x.log.1").write_bytes(A)
+    entries = {"short": drained(tmp_path / "x.log", A[:10], "short")}
+    assert forgettable(entries, {}, NOW, WEEK) == []
+
+
+def test_the_acker_retires_what_can_be_forgotten_and_offsets_still_show_what_matters(tmp_path):
+    logs, state = tmp_path / "log", tmp_path / "state"
+    logs.mkdir()
+    live = logs / "x.log"
+    live.write_bytes(C)
+    idle = time.time() - ack.FORGET_AFTER_IDLE_S - 1
+    entries = {
+        "old": drained(live, A, "old", updated_at=idle),
+        "lost": drained(live, B, "lost", lost_bytes=77, lost_at=idle, updated_at=idle),
+        "lag": drained(live, B, "lag", updated_at=idle),
+        "live": gen(live, C, "live", size=len(C), offset=len(C), caught_up_at=idle, updated_at=idle),
+    }
+    entries["lag"].offset = 10
+    before = {(r.path, r.fid, r.state, r.lag_bytes, r.lost_bytes) for r in offsets.view(list(entries.values()))}
+    assert {f for _, f, _, _, _ in before} == {"lost", "lag", "live"}
+    acker = Acker(entries, str(state), WEEK)
+    acker.checkpoint()
+    assert set(entries) == {"lost", "lag", "live"}
+    old = drained(live, A, "old")
+    assert acker.retired == {"old": registry.Retired("old", 1, 2, old.head_len, old.head_hash, 1000, "",
+                                                     acker.retired["old"].at)}
+    on_disk = registry.load_state(str(state))
+    assert on_disk.entries == entries and set(on_disk.retired) == {"old"}
+    assert {(r.path, r.fid, r.state, r.lag_bytes, r.lost_bytes) for r in offsets.view(list(entries.values()))} == before
+    # Looked at again only after FORGET_CHECK_S: the next checkpoint forgets nothing.
+    entries["gone-now"] = drained(live, b"another generation\n" * 20, "gone-now", updated_at=idle)
+    acker.checkpoint(force=True)
+    assert "gone-now" in entries and "gone-now" in registry.load(str(state))
