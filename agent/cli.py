@@ -70,11 +70,12 @@ def run(config_path: str) -> None:
 
 def _offset_rows(cfg: Config) -> list:
     from agent import offsets, registry
+    from agent.contain import Jail
     from agent.discover import Discovery
 
     entries = registry.load(cfg.state_dir) if os.path.exists(registry.path_in(cfg.state_dir)) else {}
     disc = Discovery(cfg.inputs, threading.Event())
-    return offsets.view(list(entries.values()), disc.scan() if os.path.isdir(cfg.inputs.root) else [])
+    return offsets.view(list(entries.values()), Jail.of(cfg.inputs), disc.scan() if os.path.isdir(cfg.inputs.root) else [])
 
 
 @main.command()

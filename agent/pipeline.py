@@ -23,6 +23,7 @@ from agent import __version__, encode, health, log, metrics, offsets, registry, 
 from agent.ack import Acker
 from agent.batch import Batch, Budget
 from agent.config import Config
+from agent.contain import Jail
 from agent.discover import Discovery
 from agent.encode import FileEncoder
 from agent.formats import FORMATS
@@ -92,7 +93,8 @@ class Agent:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.discovery = Discovery(cfg.inputs, self.wake)
-        self.reader = Reader(cfg.reader, self.entries, self.discovery.job_of, clock)
+        self.jail = Jail.of(cfg.inputs)
+        self.reader = Reader(cfg.reader, self.entries, self.discovery.job_of, self.jail, clock)
         self.acker = Acker(self.entries, cfg.state_dir, cfg.registry.forget_after_s)
         self.budget = Budget(cfg.batch.max_inflight_bytes)
         self.sender = (make_sender or self._sender)(self._on_done)
@@ -116,7 +118,7 @@ class Agent:
         return send.Sender(self.cfg, send.client(self.cfg.elasticsearch), on_done)
 
     def offsets(self) -> list[offsets.FileOffset]:
-        return offsets.view(list(self.entries.values()))
+        return offsets.view(list(self.entries.values()), self.jail, list(self.reader.refused))
 
     def problems(self) -> list[str]:
         sh = self.sender.health

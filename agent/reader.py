@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from agent import identity, log, metrics, rotation
 from agent.config import ReaderConfig
+from agent.contain import Jail, Refused
 from agent.identity import Head
 from agent.registry import Entry
 from agent.source import GZIP_ERRORS, Source, open_copy
@@ -33,9 +34,10 @@ class Chunk:
 
 
 class Reader:
-    def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], job_of: Callable[[str], str],
+    def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], job_of: Callable[[str], str], jail: Jail,
                  clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
+        self.jail = jail
         self.entries = entries
         self.job_of = job_of
         self.clock = clock
@@ -43,6 +45,7 @@ class Reader:
         self.by_path: dict[str, str] = {}  # live path -> fid
         self.empty: set[str] = set()  # live paths with no bytes yet: no identity until they have one
         self.unreadable: dict[str, str] = {}  # path -> error, retried on every rescan
+        self.refused: dict[str, str] = {}  # path -> why the jail refused it; looked at again on every rescan
         self._due: set[str] = set()  # fids that may have unread bytes
         self._ended: list[str] = []  # fids whose content ended under us (rotated away, lost)
         self._since: dict[str, float] = {}  # live path -> last write of the newest rotated generation read
@@ -84,6 +87,10 @@ class Reader:
             # A gone entry below its size was read to its end but not all acknowledged
             # before a crash: its copy must be read again from the committed offset.
             if entry.fid not in matched and (not entry.gone or entry.offset < entry.size):
+                refusal = self.jail.refusal(entry.path)  # a forged entry is no reason to read anything
+                if refusal is not None:
+                    self._refuse(entry.path, f"{refusal} (a registry entry)")
+                    continue
                 copy = self._resume_orphan(entry)
                 if copy is not None:
                     self._unseen_copies(entry.path, rotation.mtime(copy.reading_from))
@@ -105,7 +112,7 @@ class Reader:
         src = self.sources[fid]
         self._due.add(fid)
         try:
-            st = os.stat(path)
+            st = os.stat(path, follow_symlinks=False)  # replaced by a link: the new "file" is refused
         except FileNotFoundError:
             self._unlink_path(src)
             return
@@ -128,9 +135,13 @@ class Reader:
                 self._full_warned = True
             return
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self.jail.open(path)
         except FileNotFoundError:
             self.empty.discard(path)
+            self.refused.pop(path, None)
+            return
+        except Refused as e:
+            self._refuse(path, e.reason)
             return
         except OSError as e:
             if self.unreadable.get(path) != e.strerror:
@@ -139,6 +150,7 @@ class Reader:
             self.unreadable[path] = e.strerror or str(e)
             return
         self.unreadable.pop(path, None)
+        self.refused.pop(path, None)
         st = os.fstat(fd)
         head = identity.read_head(fd)
         if not head:
@@ -223,7 +235,7 @@ class Reader:
         for cand in rotation.plain_first(rotation.siblings(path)):
             if rotation.mtime(cand) < since:
                 continue
-            head = identity.path_head(cand, identity.HEAD_BYTES)
+            head = self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
             if not head or rotation.begins_with_any(head, known):
                 continue
             try:
@@ -237,7 +249,7 @@ class Reader:
                 pass
             entry = self._new_entry(path, st, head)
             entry.size = size
-            src = open_copy(entry.fid, path, cand, Head.of(head), 0, self.clock())
+            src = self._copy(entry.fid, path, cand, Head.of(head), 0)
             if src is None:
                 del self.entries[entry.fid]
                 continue
@@ -250,9 +262,9 @@ class Reader:
     def _open_copy(self, fid: str, path: str, head: Head, offset: int) -> Source | None:
         e = self.entries[fid]
         for cand in rotation.search_order(rotation.siblings(path), (e.dev, e.ino)):
-            if rotation.owned_by_other(self.entries.values(), fid, path, cand, head):
+            if rotation.owned_by_other(self.entries.values(), fid, path, cand, head, self._head_of(path)):
                 continue
-            src = open_copy(fid, path, cand, head, offset, self.clock())
+            src = self._copy(fid, path, cand, head, offset)
             if src is not None:
                 old = self.sources.get(fid)
                 if old is not None and old is not src:
@@ -266,6 +278,25 @@ class Reader:
                          path=path, copy=cand, offset=offset)
                 return src
         return None
+
+    def _copy(self, fid: str, path: str, cand: str, head: Head, offset: int) -> Source | None:
+        try:
+            return open_copy(fid, path, cand, head, offset, self.clock(), self.jail)
+        except Refused as e:
+            self._refuse(cand, e.reason)
+            return None
+
+    def _head_of(self, path: str) -> Callable[[str], bytes | None]:
+        return lambda cand: self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
+
+    def _refuse(self, path: str, reason: str) -> None:
+        """Report a path the jail refused, once per reason; it is never read."""
+        if self.refused.get(path) != reason:
+            log.warn("file_refused", "not reading a path that is not a regular file under the log root",
+                     path=path, reason=reason,
+                     hint="the agent opens only regular files under inputs.root or inputs.extra_paths, through "
+                          "no symbolic link; remove the link, FIFO or device, or list the real file in extra_paths")
+            self.refused[path] = reason
 
     def _lost(self, entry: Entry, n: int, end: int) -> None:
         """Count [end, end + n) as lost; the entry's size becomes `end`, so a restart does

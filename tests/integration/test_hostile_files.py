@@ -1,0 +1,118 @@
+"""Issues 13 and 14 on the file side: a job that writes where the agent reads plants links to
+secrets, a linked directory, a FIFO and forged registry entries. The real agent (root here,
+standing in for CAP_DAC_READ_SEARCH) ships the real logs to the real node, indexes nothing
+from outside the root, reports each refused path once and shows it in `offsets`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent import identity
+from tests.support.agentproc import AgentProcess, all_messages, wait_caught_up, write_config
+
+pytestmark = pytest.mark.es
+
+SECRET = b"root:$6$SECRET-MARKER-shadow-hash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+KEY = b"-----BEGIN PRIVATE KEY-----\nSECRET-MARKER-key\n-----END PRIVATE KEY-----\n"
+
+
+def _events(agent: AgentProcess) -> list[dict]:
+    return [orjson.loads(ln) for ln in agent.log().splitlines() if ln.startswith("{")]
+
+
+def _forged(fid: str, path: Path, like: Path) -> dict:
+    """A registry entry that claims `path` and the head of `like` (a root-only file)."""
+    data = like.read_bytes()
+    st = like.stat()
+    return {"fid": fid, "path": str(path), "dev": st.st_dev, "ino": st.st_ino, "head_len": len(data[:256]),
+            "head_hash": identity.digest(data[:256]), "offset": 0, "size": len(data), "gone": False}
+
+
+def _wait(what: str, cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_links_fifos_and_forged_entries_are_refused_once_and_the_rest_ships(es, es_node, index_name, tmp_path):
+    secret = tmp_path / "secret"  # root-only, outside the root
+    secret.mkdir(mode=0o700)
+    (secret / "shadow").write_bytes(SECRET)
+    (secret / "shadow-").write_bytes(SECRET)  # /etc/shadow- beside /etc/shadow: a "rotated copy" by name
+    (secret / "key.pem").write_bytes(KEY)
+    (secret / "inner.log").write_bytes(SECRET)
+    for f in secret.iterdir():
+        f.chmod(0o600)
+
+    root = tmp_path / "sys" / "log"
+    job = root / "myjob"
+    job.mkdir(parents=True)
+    good, other = job / "good.log", root / "other" / "ok.log"
+    other.parent.mkdir()
+    good.write_text("".join(f"good line {i}\n" for i in range(300)))
+    other.write_text("".join(f"other line {i}\n" for i in range(200)))
+    planted = {
+        job / "shadow.log": "a symbolic link",
+        job / "key.log": "a symbolic link",
+        job / "f.log": "a FIFO",
+        job / "app.log.1": "a symbolic link",  # the "copy" a forged entry for app.log would read
+    }
+    (job / "shadow.log").symlink_to(secret / "shadow")
+    (job / "key.log").symlink_to(secret / "key.pem")
+    os.mkfifo(job / "f.log")
+    (job / "app.log.1").symlink_to(secret / "shadow")
+    (root / "linked").symlink_to(secret, target_is_directory=True)
+
+    state = tmp_path / "state"
+    state.mkdir()
+    forged = [_forged("f1", secret / "shadow", secret / "shadow"),  # outside: its "copy" shadow- is not read
+              _forged("f2", job / "app.log", secret / "shadow"),  # inside, gone: its copy is a link
+              _forged("f3", root / "linked" / "inner.log", secret / "inner.log")]  # through a linked directory
+    (state / "registry.json").write_bytes(orjson.dumps({"version": 1, "entries": forged}))
+
+    cfg = write_config(tmp_path / "config.json", es_node.url, root, state, index_name,
+                       formats=[{"glob": "**", "format": "raw"}])
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    try:
+        wait_caught_up(state, [good, other])
+        # Another rescan (every 2 s) and more lines: refused paths are looked at again, not reported again.
+        with open(good, "a") as f:
+            f.writelines(f"good line {i}\n" for i in range(300, 400))
+        wait_caught_up(state, [good, other])
+        time.sleep(4.5)
+        assert agent.alive()
+    finally:
+        assert agent.stop() == 0
+
+    messages = Counter(d["message"] for d in all_messages(es, index_name, ["message"]))
+    expected = {f"good line {i}" for i in range(400)} | {f"other line {i}" for i in range(200)}
+    assert set(messages) == expected and set(messages.values()) == {1}
+
+    refused = Counter(e["path"] for e in _events(agent) if e.get("event") == "file_refused")
+    assert all(n == 1 for n in refused.values()), refused
+    for path in [*planted, secret / "shadow", root / "linked" / "inner.log"]:
+        assert refused[str(path)] == 1, (path, refused)
+    reasons = {e["path"]: e["reason"] for e in _events(agent) if e.get("event") == "file_refused"}
+    for path, reason in planted.items():
+        assert reasons[str(path)].startswith(reason), reasons[str(path)]
+    assert "'linked' is a symbolic link" in reasons[str(root / "linked" / "inner.log")]
+    assert all(e.get("hint") for e in _events(agent) if e.get("event") == "file_refused")
+
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "offsets", "--json", "--config", str(cfg)],
+                         capture_output=True, timeout=60, check=True).stdout
+    rows = {r["path"]: r for r in orjson.loads(out)}
+    for path in [job / "shadow.log", job / "key.log", job / "f.log", secret / "shadow", root / "linked" / "inner.log"]:
+        assert rows[str(path)]["state"] == "refused", rows.get(str(path))
+        assert rows[str(path)]["reason"]
+    assert rows[str(good)]["state"] == "live" and rows[str(good)]["lag_bytes"] == 0
