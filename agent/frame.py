@@ -32,6 +32,21 @@ class Frames:
     def __len__(self) -> int:
         return len(self.lines)
 
+    def offset_of(self, i: int) -> int:
+        """File offset of event `i`."""
+        if self.offsets is not None:
+            return self.offsets[i]
+        return self.start + sum(map(len, self.lines[:i])) + i
+
+    def split(self, n: int) -> tuple[Frames, Frames]:
+        """The first `n` events and the rest, each with its own offsets and flags."""
+        rest_start = self.offset_of(n) if n < len(self) else self.start
+        head = Frames(self.start, self.lines[:n], None if self.offsets is None else self.offsets[:n],
+                      {i: f for i, f in self.flags.items() if i < n})
+        rest = Frames(rest_start, self.lines[n:], None if self.offsets is None else self.offsets[n:],
+                      {i - n: f for i, f in self.flags.items() if i >= n})
+        return head, rest
+
 
 class Framer:
     def __init__(self, offset: int, max_line_bytes: int, multiline: MultilineConfig | None = None,

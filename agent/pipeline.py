@@ -67,6 +67,15 @@ def agent_id(state_dir: str) -> str:
 
 
 @dataclass
+class Held:
+    """Events of a chunk that did not fit in the budget, with what they reach to."""
+
+    frames: Frames
+    chunk: Chunk | None
+    end: int
+
+
+@dataclass
 class Stream:
     """The loop's side of one file being read: its framer, its encoder, and how far its
     bytes are counted in the volume figures."""
@@ -77,6 +86,8 @@ class Stream:
     framer: Framer
     counted_to: int
     encoder: FileEncoder | None = None
+    held: Held | None = None  # events read but not yet in a batch: the in-flight budget was spent
+    doc_overhead: int = 512  # bytes of a document besides its message, as last measured
 
 
 # Given the agent's callback for settled batches, the sender (a stand-in in model tests).
@@ -221,7 +232,11 @@ class Agent:
             self.reader.rest(fid)
             return False
         stream = self._stream(src)
-        progressed = False
+        progressed = stream.held is not None
+        if stream.held is not None:
+            self._add_held(stream, read_time)
+            if stream.held is not None:
+                return True  # the budget is spent again: the rest waits
         for _ in range(CHUNKS_PER_TURN):
             if not self.budget.room():
                 return progressed
@@ -247,8 +262,11 @@ class Agent:
             self._add(stream, framer.flush(), None, read_time)
         elif framer.multiline_due(now):
             self._add(stream, framer.flush(partial=False), None, read_time)
+        if stream.held is not None:
+            return  # stays due: what is held goes first once the budget allows
         if self.reader.drained(src, now):
-            self._add(stream, framer.flush(), None, read_time)  # each flush its own Frames: offsets kept
+            # Each flush its own Frames: offsets kept. Closing now, so nothing may wait.
+            self._add(stream, framer.flush(), None, read_time, wait=False)
             self.reader.finish(src)
             del self.streams[src.fid]
         elif src.live and not framer.has_pending():
@@ -259,9 +277,12 @@ class Agent:
         framer holds is complete."""
         stream = self.streams.pop(fid, None)
         if stream is not None:
+            if stream.held is not None:  # its events come first; the stream ends now, so they cannot wait
+                held, stream.held = stream.held, None
+                self._add(stream, held.frames, held.chunk, read_time, held.end, wait=False)
             frames = stream.framer.flush()
             if len(frames):
-                self._add(stream, frames, None, read_time)
+                self._add(stream, frames, None, read_time, wait=False)
 
     def _stream(self, src: Source) -> Stream:
         """The fid's stream, begun where its source is when first seen (a copy that continues
@@ -281,21 +302,66 @@ class Agent:
                                          None if fmt == "raw" else FORMATS[fmt])
         return stream.encoder
 
-    def _add(self, stream: Stream, frames: Frames, chunk: Chunk | None, read_time: bytes) -> None:
+    def _add(self, stream: Stream, frames: Frames, chunk: Chunk | None, read_time: bytes,
+             end: int | None = None, wait: bool = True) -> None:
+        """Frames into batches, flushing each at max_docs or max_bytes, so one chunk (256 KiB of
+        blank lines are 262,144 events) never makes one huge `_bulk`. When the in-flight budget is
+        spent, the rest waits in the stream (`held`) until acknowledgements give it back."""
+        end = stream.framer.committable if end is None else end
+        while True:
+            taken = self._encode(stream, frames, read_time)
+            piece, frames = frames.split(taken)
+            self._account(stream, piece, chunk, frames.start if len(frames) else end)
+            if not len(frames):
+                return
+            if wait and not self.budget.room():
+                stream.held = Held(frames, chunk, end)
+                return
+
+    def _add_held(self, stream: Stream, read_time: bytes) -> None:
+        """Events held back by the budget go first, before anything more is read."""
+        held, stream.held = stream.held, None
+        self._add(stream, held.frames, held.chunk, read_time, held.end)
+
+    def _encode(self, stream: Stream, frames: Frames, read_time: bytes) -> int:
+        """Encode as many of `frames` as fit in the batch into its body; how many. By count,
+        and by bytes at the stream's measured size of a document besides its message; if
+        escapes made them larger, fewer. Only a document alone may exceed max_bytes."""
+        if not frames.lines:
+            return 0
+        batch, limit = self.batch, self.cfg.batch.max_bytes
+        n = min(len(frames), max(1, self.cfg.batch.max_docs - batch.docs))
+        total = len(batch.body)
+        for i, line in enumerate(frames.lines[:n]):
+            total += len(line) + stream.doc_overhead
+            if total > limit:
+                n = max(1, i)
+                break
+        before = len(batch.body)
+        while True:
+            piece = frames.split(n)[0] if n < len(frames) else frames
+            msg = self._encoder(stream).encode(piece, read_time, batch.body)
+            if len(batch.body) <= limit or n == 1:
+                break
+            del batch.body[before:]
+            n //= 2
+        stream.doc_overhead = max(1, (len(batch.body) - before - msg) // n)
+        return n
+
+    def _account(self, stream: Stream, frames: Frames, chunk: Chunk | None, end: int) -> None:
+        """What `_encode` put in the body, and the file's reach up to `end`, into the batch;
+        flush it when full."""
         batch = self.batch
         seg = batch.segment_for(stream.fid, stream.job)
         if frames.lines:
-            if not batch.docs:
+            if batch.docs == 0:
                 batch.started = self.clock()
-            before = len(batch.body)
-            self._encoder(stream).encode(frames, read_time, batch.body)
-            grown = len(batch.body) - before
+            grown = len(batch.body) - batch.budgeted
             self.budget.take(grown)
             batch.budgeted += grown
             batch.docs += len(frames)
             seg.lines += len(frames)
             metrics.LINES_READ.labels(stream.job).inc(len(frames))
-        end = stream.framer.committable
         if end > stream.counted_to:
             # File bytes, newlines included, so volume figures add up to file sizes.
             seg.bytes += end - stream.counted_to

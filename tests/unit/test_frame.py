@@ -96,3 +96,17 @@ def test_committable_never_passes_an_open_event_or_partial_line(chunks, max_line
             assert f.committable <= f.ml.at
         # Committing never cuts a line, unless an idle flush shipped a partial one.
         assert f.committable == 0 or data[f.committable - 1 : f.committable] == b"\n" or i >= flush_at
+
+
+def test_split_keeps_every_events_offset_and_flags():
+    lines = [b"a", b"bb", b"", b"dddd"]
+    plain = Frames(10, list(lines), flags={1: [TRUNCATED], 3: [TRUNCATED]})
+    given = Frames(10, list(lines), offsets=[10, 15, 40, 41], flags={0: ["multiline"]})
+    for frames in (plain, given):
+        every = [(frames.offset_of(i), frames.lines[i], frames.flags.get(i)) for i in range(len(frames))]
+        for n in range(len(frames) + 1):
+            head, rest = frames.split(n)
+            got = [(f.offset_of(i), f.lines[i], f.flags.get(i)) for f in (head, rest) for i in range(len(f))]
+            assert got == every
+            assert len(rest) == 0 or rest.start == every[n][0]
+    assert plain.offset_of(3) == 10 + len(b"a\n" b"bb\n" b"\n")

@@ -9,6 +9,7 @@ import pytest
 
 from agent import pipeline
 from agent.config import Config, ConfigError, FormatRule, MultilineConfig, from_dict
+from agent.rules import Rules
 
 
 class _NoSender:
@@ -66,3 +67,36 @@ def test_a_removed_file_may_not_close_before_its_idle_flush():
     with pytest.raises(ConfigError, match=r"^reader\.close_removed_after_s: must be at least reader\.idle_flush_s"):
         from_dict({"reader": {"idle_flush_s": 5.0, "close_removed_after_s": 1.0}})
     assert from_dict({"reader": {"idle_flush_s": 1.0, "close_removed_after_s": 1.0}}).reader.close_removed_after_s == 1.0
+
+
+def test_a_chunk_of_blank_lines_is_split_into_batches_within_max_docs_max_bytes_and_the_budget(tmp_path):
+    """256 KiB of blank lines are 262,144 events in one chunk: batches stay within max_docs and
+    max_bytes (one document over at most), reading stops at the in-flight budget, and once
+    batches are acknowledged the rest follows; every offset once, the offset at the end."""
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    chunk = 256 * 1024
+    (job / "blank.log").write_bytes(b"\n" * chunk)
+    agent = _agent(tmp_path, lambda: 0.0)
+    agent.rules = Rules([])  # raw lines, no multiline rule
+    agent.start(watch=False)
+    cfg = agent.cfg.batch
+    sent, seen, held = agent.sender.batches, [], False
+    while True:
+        agent.turn()
+        held |= any(st.held is not None for st in agent.streams.values())
+        # Never more than the budget plus one batch (the one that spent it) read and unacknowledged.
+        assert agent.budget.used <= cfg.max_inflight_bytes + cfg.max_bytes + 1024
+        if not sent and agent.batch.docs:
+            agent.flush_batch()  # the last, partial batch (the flush timer is off)
+        if not sent:
+            break
+        for batch in sent:
+            assert batch.docs <= cfg.max_docs and len(batch.body) <= cfg.max_bytes + 1024
+            seen += [off for off, _msg in _documents(batch.body)]
+            agent._on_done(batch)  # acknowledged
+        sent.clear()
+    assert held, "the chunk's events outgrew the budget: the rest waited"
+    assert sorted(seen) == list(range(chunk)) and len(seen) == len(set(seen))
+    agent._settle_acks()
+    assert agent.entries[next(iter(agent.entries))].offset == chunk
