@@ -8,12 +8,12 @@ whole instead of shipping half an event.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.config import MultilineConfig
+from agent.pattern import compile_pattern
 
 TRUNCATED = "truncated"
 MULTILINE = "multiline"
@@ -149,8 +149,8 @@ class _Multiline:
     def __init__(self, cfg: MultilineConfig, clock: Callable[[], float]):
         self.cfg = cfg
         self.clock = clock
-        self.start_re = re.compile(cfg.start.encode()) if cfg.start else None
-        self.cont_re = re.compile(cfg.continuation.encode()) if cfg.continuation else None
+        self.start_re = compile_pattern(cfg.start) if cfg.start else None
+        self.cont_re = compile_pattern(cfg.continuation) if cfg.continuation else None
         self.lines: list[bytes] = []  # the open event's lines
         self.at = 0  # its offset
         self.size = 0

@@ -110,3 +110,23 @@ def test_split_keeps_every_events_offset_and_flags():
             assert got == every
             assert len(rest) == 0 or rest.start == every[n][0]
     assert plain.offset_of(3) == 10 + len(b"a\n" b"bb\n" b"\n")
+
+
+def test_a_catastrophic_multiline_rule_takes_linear_time_and_frames_on():
+    """`^(a+)+$` against `aaaa...ab` backtracks for ages under Python's re; under RE2 the
+    line simply does not start an event."""
+    f = Framer(0, 1 << 20, MultilineConfig(start="^(a+)+$"))
+    evil = b"a" * 50_000 + b"b"
+    got = events(f.feed(b"aaa\n" + evil + b"\n" + b"aaaa\n")) + events(f.flush())
+    assert got == [(0, b"aaa\n" + evil, [MULTILINE]), (4 + len(evil) + 1, b"aaaa", [])]
+
+
+def test_check_config_refuses_patterns_that_need_backtracking():
+    import pytest
+
+    from agent.config import ConfigError, from_dict
+
+    for pattern, why in ((r"^(\w+) \1", "invalid escape sequence"), ("^(?=ERROR)", "invalid perl operator")):
+        rule = {"glob": "**", "format": "raw", "multiline": {"start": pattern}}
+        with pytest.raises(ConfigError, match=rf"^formats\[0\]\.multiline\.start: not a valid regular expression: {why}"):
+            from_dict({"formats": [rule]})
