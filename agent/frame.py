@@ -86,6 +86,7 @@ class Framer:
         if self.discarding:
             self.partial_at += len(self.partial)
             self.partial = b""
+            self.committable = self.partial_at
         elif len(self.partial) > self.max_line:
             self._cut_partial(frames)
         if self.ml:
@@ -121,18 +122,19 @@ class Framer:
         return frames
 
     def _cut_partial(self, frames: Frames) -> None:
-        """An overlong line without its newline yet: ship its head now, drop the rest later.
+        """An overlong line without its newline yet: ship its head now, drop the rest as it comes.
 
-        The commit stays before this line until its newline is read, so a restart re-sends
-        the same truncated event (same id, refused as a duplicate) and resumes dropping."""
+        The commit moves on over what was dropped (a 100 MB line without a newline must not
+        hold the file's offset, nor be read again at every restart). After a restart in the
+        middle of such a line, its remainder up to the newline is one more event."""
         if frames.offsets is None:
             frames.offsets = _offsets(frames.start, frames.lines)
         frames.flags[len(frames.lines)] = [TRUNCATED]
         frames.offsets.append(self.partial_at)
         frames.lines.append(self.partial[: self.max_line])
-        self.committable = self.partial_at
         self.partial_at += len(self.partial)
         self.partial = b""
+        self.committable = self.partial_at
         self.discarding = True
 
 

@@ -100,3 +100,39 @@ def test_a_chunk_of_blank_lines_is_split_into_batches_within_max_docs_max_bytes_
     assert sorted(seen) == list(range(chunk)) and len(seen) == len(set(seen))
     agent._settle_acks()
     assert agent.entries[next(iter(agent.entries))].offset == chunk
+
+
+def _ack_all(agent) -> list[tuple[int, str]]:
+    docs = []
+    if agent.batch.docs or agent.batch.segments:
+        agent.flush_batch()
+    for batch in agent.sender.batches:
+        docs += _documents(batch.body)
+        agent._on_done(batch)
+    agent.sender.batches.clear()
+    agent._settle_acks()
+    return docs
+
+
+def test_an_overlong_line_without_newline_is_cut_flagged_and_its_offset_moves_on(tmp_path):
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    path = job / "big.log"
+    size = 5 * 1024 * 1024
+    path.write_bytes(b"first\n" + b"x" * size)
+    agent = _agent(tmp_path, lambda: 0.0, max_line_bytes=32 * 1024)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    while agent.turn():
+        pass
+    docs = _ack_all(agent)
+    assert docs == [(0, "first"), (6, "x" * 32 * 1024)]
+    (entry,) = agent.entries.values()
+    assert entry.offset == 6 + size  # not held at the line's start until a newline comes
+    with open(path, "ab") as f:
+        f.write(b"x" * 10 + b"\nnext\n")
+    agent.reader.changed(str(path))
+    while agent.turn():
+        pass
+    assert _ack_all(agent) == [(6 + size + 11, "next")]
+    assert entry.offset == path.stat().st_size
