@@ -28,9 +28,9 @@ class Discovery(FileSystemEventHandler):
         self.observer: Observer | None = None
 
     def job_of(self, path: str) -> str:
-        """`/var/vcap/sys/log/<job>/...` -> `<job>`; empty outside the root."""
+        """`/var/vcap/sys/log/<job>/...` -> `<job>` (as shown: a metric label, a field); empty outside the root."""
         rel = os.path.relpath(path, self.root)
-        return rel.split("/", 1)[0] if "/" in rel and not rel.startswith("..") else ""
+        return log.shown(rel.split("/", 1)[0]) if "/" in rel and not rel.startswith("..") else ""
 
     def relpath(self, path: str) -> str:
         rel = os.path.relpath(path, self.root)

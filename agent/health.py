@@ -30,6 +30,10 @@ def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | 
     if lost:
         out.append(f"{sum(f.lost_bytes for f in lost)} bytes rotated away unread in the last "
                    f"{cfg.lost_window_s:.0f}s ({', '.join(sorted({f.path for f in lost}))})")
+    unreadable = [f for f in files if f.state == "unreadable"]
+    if unreadable:
+        out.append(f"{len(unreadable)} file(s) cannot be read, retried on every rescan: {unreadable[0].path} "
+                   f"({unreadable[0].reason})")
     if refused_since is not None and now - refused_since > cfg.refused_for_s:
         out.append(f"Elasticsearch has refused writes for {now - refused_since:.0f}s: {refused_reason}")
     if stuck_for > cfg.max_lag_age_s:

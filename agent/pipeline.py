@@ -129,7 +129,9 @@ class Agent:
         return send.Sender(self.cfg, send.client(self.cfg.elasticsearch), on_done)
 
     def offsets(self) -> list[offsets.FileOffset]:
-        return offsets.view(list(self.entries.values()), self.jail, list(self.reader.refused))
+        r = self.reader
+        errors = {**r.unreadable, **{self.entries[fid].path: err for fid, err in r.failing.items() if fid in self.entries}}
+        return offsets.view(list(self.entries.values()), self.jail, [*r.refused, *r.unreadable], errors)
 
     def problems(self) -> list[str]:
         sh = self.sender.health
@@ -298,8 +300,10 @@ class Agent:
     def _encoder(self, stream: Stream) -> FileEncoder:
         if stream.encoder is None:
             fmt = self.rules.of(self.discovery.relpath(stream.path)).format
-            stream.encoder = FileEncoder(self.cfg.target.name, stream.fid, stream.path, stream.job, self.vm_meta,
-                                         None if fmt == "raw" else FORMATS[fmt])
+            extract = None if fmt == "raw" else FORMATS[fmt]
+            # The path as shown: a file name that is not UTF-8 has no JSON string of its own.
+            stream.encoder = FileEncoder(self.cfg.target.name, stream.fid, log.shown(stream.path), stream.job,
+                                         self.vm_meta, extract)
         return stream.encoder
 
     def _add(self, stream: Stream, frames: Frames, chunk: Chunk | None, read_time: bytes,

@@ -45,6 +45,7 @@ class Reader:
         self.by_path: dict[str, str] = {}  # live path -> fid
         self.empty: set[str] = set()  # live paths with no bytes yet: no identity until they have one
         self.unreadable: dict[str, str] = {}  # path -> error, retried on every rescan
+        self.failing: dict[str, str] = {}  # fid -> read error: retried on every rescan, never closed as drained
         self.refused: dict[str, str] = {}  # path -> why the jail refused it; looked at again on every rescan
         self._due: set[str] = set()  # fids that may have unread bytes
         self._ended: list[str] = []  # fids whose content ended under us (rotated away, lost)
@@ -75,7 +76,8 @@ class Reader:
 
     def drained(self, src: Source, now: float) -> bool:
         """A renamed-away or deleted file, read to its end, that may be closed."""
-        return not src.live and (src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
+        return not src.live and src.fid not in self.failing and (
+            src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
 
     # -- discovery --------------------------------------------------------------------
 
@@ -144,21 +146,23 @@ class Reader:
             self._refuse(path, e.reason)
             return
         except OSError as e:
-            if self.unreadable.get(path) != e.strerror:
-                log.warn("file_unreadable", "cannot read log file; retrying on every rescan",
-                         path=path, error=e.strerror, hint="the agent needs read access (CAP_DAC_READ_SEARCH)")
-            self.unreadable[path] = e.strerror or str(e)
+            self._unreadable(path, e)
             return
-        self.unreadable.pop(path, None)
         self.refused.pop(path, None)
-        st = os.fstat(fd)
-        head = identity.read_head(fd)
-        if not head:
+        try:
+            st = os.fstat(fd)
+            head = identity.read_head(fd)
+            entry = self._match(path, fd, st, head) if head else None
+        except OSError as e:
+            os.close(fd)
+            self._unreadable(path, e)
+            return
+        self._readable(path)
+        if entry is None:
             os.close(fd)
             self.empty.add(path)
             return
         self.empty.discard(path)
-        entry = self._match(path, fd, st, head)
         src = Source(entry.fid, path, True, fd, None, st.st_dev, st.st_ino, entry.offset, self.clock(), size=st.st_size)
         entry.path, entry.size, entry.gone = path, st.st_size, False
         entry.updated_at = time.time()
@@ -289,6 +293,20 @@ class Reader:
     def _head_of(self, path: str) -> Callable[[str], bytes | None]:
         return lambda cand: self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
 
+    def _unreadable(self, path: str, e: OSError) -> None:
+        """A file that cannot be opened or read now: reported once per error, retried on every rescan."""
+        error = e.strerror or str(e)
+        if self.unreadable.get(path) != error:
+            denied = e.errno in (errno.EACCES, errno.EPERM)
+            log.warn("file_unreadable", "cannot read log file; retrying on every rescan", path=path, error=error,
+                     hint="the agent needs read access (CAP_DAC_READ_SEARCH)" if denied
+                     else "the file system or disk failed (see dmesg); other files keep shipping")
+        self.unreadable[path] = error
+
+    def _readable(self, path: str) -> None:
+        if self.unreadable.pop(path, None) is not None:
+            log.info("file_readable", "log file readable again; reading on", path=path)
+
     def _refuse(self, path: str, reason: str) -> None:
         """Report a path the jail refused, once per reason; it is never read."""
         if self.refused.get(path) != reason:
@@ -326,10 +344,28 @@ class Reader:
         return chunk
 
     def _read_plain(self, src: Source) -> bytes:
+        """The next bytes of a plain file; a read error (EIO) is reported and retried at the
+        next rescan, the file's position kept."""
         try:
-            st = os.fstat(src.fd)
-        except OSError:
+            data = self._read_plain_at(src)
+        except OSError as e:
+            if e.errno != errno.EINTR:
+                self._read_failed(src, e)
             return b""
+        if self.failing.pop(src.fid, None) is not None:
+            log.info("file_readable", "log file readable again; reading on", path=src.reading_from or src.path)
+        return data
+
+    def _read_failed(self, src: Source, e: OSError) -> None:
+        error = e.strerror or str(e)
+        if self.failing.get(src.fid) != error:
+            log.warn("read_failed", "reading a log file failed; its position is kept and it is retried on every rescan",
+                     path=src.reading_from or src.path, offset=src.pos, error=error,
+                     hint="the file system or disk failed (see dmesg); other files keep shipping")
+        self.failing[src.fid] = error
+
+    def _read_plain_at(self, src: Source) -> bytes:
+        st = os.fstat(src.fd)
         # The head is checked on every read of a live file, not only when it grows past the
         # size last seen: truncated and rewritten up to anywhere between our position and that
         # size (a reader that is behind), the file would otherwise be read on at the old offset.
@@ -342,12 +378,7 @@ class Reader:
             self.entries[src.fid].size = st.st_size
         if st.st_size == src.pos:
             return b""
-        try:
-            data = src.pread(min(self.cfg.chunk_bytes, st.st_size - src.pos))
-        except OSError as e:
-            if e.errno != errno.EINTR:
-                log.warn("read_failed", "reading a log file failed; will retry", path=src.path, error=e.strerror)
-            return b""
+        data = src.pread(min(self.cfg.chunk_bytes, st.st_size - src.pos))
         if data and src.live and not self._head_ok(src):
             self._truncated(src, st.st_mtime)  # truncated between the check and the read: the data may be new
             return b""

@@ -136,3 +136,78 @@ def test_an_overlong_line_without_newline_is_cut_flagged_and_its_offset_moves_on
         pass
     assert _ack_all(agent) == [(6 + size + 11, "next")]
     assert entry.offset == path.stat().st_size
+
+
+def _doc_paths(body: bytearray) -> list[tuple[str, str]]:
+    lines = bytes(body).split(b"\n")[:-1]
+    return [(d["log.file.path"], d["message"]) for d in map(orjson.loads, lines[1::2])]
+
+
+def test_a_non_utf8_name_ships_shown_with_escapes_in_documents_offsets_and_logs(tmp_path, capsys):
+    """`bad\\xff.log` ships as `bad\\\\xff.log`: a name that is not UTF-8 has no JSON string of its own.
+    (Its registry entry is the registry's to write: not acknowledged here.)"""
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    bad = os.path.join(os.fsencode(job), b"bad\xff.log")
+    with open(bad, "wb") as f:
+        f.write(b"from a bad name\n")
+    agent = _agent(tmp_path, lambda: 0.0)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    agent.turn()
+    shown = str(job / "bad") + "\\xff.log"
+    assert _doc_paths(agent.batch.body) == [(shown, "from a bad name")]
+    rows = agent.offsets()
+    assert [(r.path, r.state, r.lag_bytes) for r in rows] == [(shown, "live", 16)]
+    assert orjson.loads(orjson.dumps([r.as_dict() for r in rows]))[0]["path"] == shown  # the /offsets body
+    from agent import log
+
+    log.warn("file_unreadable", "a test event", path=os.fsdecode(bad))
+    assert orjson.loads(capsys.readouterr().err.splitlines()[-1])["path"] == shown
+
+
+def test_a_read_error_is_reported_once_shown_and_retried_from_its_position(tmp_path, monkeypatch, capsys):
+    """EIO on one file is reported once, shown in offsets and health, retried at the next
+    rescan from the same position; the other file ships meanwhile."""
+    import errno
+
+    from agent import health
+    from agent.source import Source
+
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    (job / "good.log").write_bytes(b"good\n")
+    eio = job / "eio.log"
+    eio.write_bytes(b"one\ntwo\n")
+    failing = [True]
+    pread = Source.pread
+
+    def flaky(src, n):
+        if src.path == str(eio) and failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        return pread(src, n)
+
+    monkeypatch.setattr(Source, "pread", flaky)
+    agent = _agent(tmp_path, lambda: 0.0)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    for _ in range(3):
+        agent.turn()
+    agent.discovery.rescan_requested = True  # a rescan retries it: still failing, not reported again
+    agent.turn()
+    assert _doc_paths(agent.batch.body) == [(str(job / "good.log"), "good")]
+    _ack_all(agent)
+    rows = {r.path: r for r in agent.offsets()}
+    assert rows[str(eio)].state == "unreadable" and rows[str(eio)].reason == "Input/output error"
+    assert rows[str(eio)].offset == 0 and rows[str(eio)].lag_bytes == 8
+    assert any("cannot be read" in r and str(eio) in r for r in health.problems(agent.cfg.health, agent.offsets()))
+    failed = [orjson.loads(ln) for ln in capsys.readouterr().err.splitlines() if '"read_failed"' in ln]
+    assert len(failed) == 1 and failed[0]["path"] == str(eio) and failed[0]["hint"]
+
+    failing[0] = False  # the disk answers again: the next rescan reads on
+    agent.discovery.rescan_requested = True
+    agent.turn()
+    assert _doc_paths(agent.batch.body) == [(str(eio), "one"), (str(eio), "two")]
+    _ack_all(agent)
+    assert {r.path: r.state for r in agent.offsets()} == {str(job / "good.log"): "live", str(eio): "live"}
+    assert health.problems(agent.cfg.health, agent.offsets()) == []
