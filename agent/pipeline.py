@@ -137,7 +137,8 @@ class Agent:
         sh = self.sender.health
         since = max(sh.last_success or 0.0, self.sender.waiting_since)
         stuck = time.time() - since if self.sender.in_flight else 0.0
-        return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck)
+        return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck,
+                               unlisted_dirs=self.discovery.unlisted)
 
     # -- start, run, stop ---------------------------------------------------------------
 

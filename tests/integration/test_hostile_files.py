@@ -6,17 +6,22 @@ from outside the root, reports each refused path once and shows it in `offsets`.
 from __future__ import annotations
 
 import os
+import resource
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 
-from agent import identity
+from agent import health, identity
 from tests.support.agentproc import AgentProcess, all_messages, wait_caught_up, write_config
+from tests.support.esnode import free_port
 
 pytestmark = pytest.mark.es
 
@@ -116,3 +121,113 @@ def test_links_fifos_and_forged_entries_are_refused_once_and_the_rest_ships(es, 
         assert rows[str(path)]["state"] == "refused", rows.get(str(path))
         assert rows[str(path)]["reason"]
     assert rows[str(good)]["state"] == "live" and rows[str(good)]["lag_bytes"] == 0
+
+
+def _healthz(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read())
+
+
+def _status(port: int) -> int | None:
+    """/healthz's status; None when the connection was closed unserved (the endpoint is busy)."""
+    try:
+        return _healthz(port)[0]
+    except OSError:
+        return None
+
+
+def _lines(path: Path, start: int, n: int) -> None:
+    with open(path, "a") as f:
+        f.writelines(f"{path.stem} line {i}\n" for i in range(start, start + n))
+
+
+def test_idle_health_connections_under_a_low_fd_limit_do_not_starve_the_agent(es, es_node, index_name, tmp_path):
+    """80 idle local connections to the endpoint, the agent's fd limit a little above what it
+    needs: it keeps shipping and saving offsets, and /healthz answers while they stay open."""
+    root = tmp_path / "log"
+    (root / "job").mkdir(parents=True)
+    files = [root / "job" / f"f{i}.log" for i in range(3)]
+    for f in files:
+        _lines(f, 0, 100)
+    port = free_port()
+    cfg = write_config(tmp_path / "config.json", es_node.url, root, tmp_path / "state", index_name,
+                       formats=[{"glob": "**", "format": "raw"}], health={"enabled": True, "port": port})
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    idle: list[socket.socket] = []
+    try:
+        wait_caught_up(tmp_path / "state", files)
+        _wait("/healthz", lambda: _status(port) == 200)
+        in_use = len(os.listdir(f"/proc/{agent.proc.pid}/fd"))
+        resource.prlimit(agent.proc.pid, resource.RLIMIT_NOFILE, (in_use + 24, in_use + 24))
+        for _ in range(80):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                pass  # not accepted in time: the endpoint is starved of descriptors
+        assert len(idle) == 80
+        _wait("the endpoint to turn connections away", lambda: any(e.get("event") == "health_busy" for e in _events(agent)))
+        # The idle connections hold at most the endpoint's few slots of the agent's descriptors.
+        assert len(os.listdir(f"/proc/{agent.proc.pid}/fd")) <= in_use + health.MAX_CONNECTIONS + 4
+        for round_ in range(1, 4):  # more lines, more registry writes, while the connections stay open
+            for f in files:
+                _lines(f, round_ * 100, 100)
+            wait_caught_up(tmp_path / "state", files)
+            assert agent.alive()
+        _wait("/healthz with the idle connections still open", lambda: _status(port) == 200)
+        assert agent.alive()
+    finally:
+        for s in idle:
+            s.close()
+        assert agent.stop() == 0
+    assert len(all_messages(es, index_name, ["message"])) == 3 * 400
+    assert any(e.get("event") == "health_busy" and e.get("hint") for e in _events(agent))
+    assert not any(e.get("level") == "error" for e in _events(agent))
+
+
+class ConfinedAgent(AgentProcess):
+    """The agent as root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH: permissions apply."""
+
+    def start(self) -> ConfinedAgent:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all",
+             sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+
+def test_unlistable_directories_and_unreadable_files_are_reported_and_unhealthy(es, es_node, index_name, tmp_path):
+    root = tmp_path / "log"
+    for d in ("job", "locked"):
+        (root / d).mkdir(parents=True)
+    good, hidden, closed = root / "job" / "good.log", root / "locked" / "hidden.log", root / "job" / "closed.log"
+    for f in (good, hidden, closed):
+        _lines(f, 0, 50)
+    for path, mode in ((hidden, 0o600), (closed, 0o600), (root / "locked", 0o700)):
+        os.chown(path, 65534, 65534)  # nobody's, and closed to others
+        path.chmod(mode)
+    port = free_port()
+    cfg = write_config(tmp_path / "config.json", es_node.url, root, tmp_path / "state", index_name,
+                       formats=[{"glob": "**", "format": "raw"}], health={"enabled": True, "port": port})
+    agent = ConfinedAgent(cfg, tmp_path / "agent.log").start()
+    try:
+        wait_caught_up(tmp_path / "state", [good])
+        _wait("unhealthy", lambda: _status(port) == 503)
+        reasons = _healthz(port)[1]["reasons"]
+        assert any("cannot be listed" in r and str(root / "locked") in r and "Permission denied" in r
+                   for r in reasons), reasons
+        assert any("cannot be read" in r and str(closed) in r for r in reasons), reasons
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/offsets", timeout=5) as r:
+            rows = {row["path"]: row for row in orjson.loads(r.read())}
+        assert rows[str(closed)]["state"] == "unreadable" and rows[str(closed)]["reason"] == "Permission denied"
+        time.sleep(4.5)  # two more rescans: reported once
+        assert agent.alive()
+    finally:
+        assert agent.stop() == 0
+    events = _events(agent)
+    assert [e["path"] for e in events if e.get("event") == "dir_unreadable"] == [str(root / "locked")]
+    assert [e["path"] for e in events if e.get("event") == "file_unreadable"] == [str(closed)]
+    assert {d["message"] for d in all_messages(es, index_name, ["message"])} == {f"good line {i}" for i in range(50)}
