@@ -25,7 +25,7 @@ MAX_CONNECTIONS = 8
 
 def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | None = None,
              refused_reason: str = "", stuck_for: float = 0.0, now: float | None = None,
-             unlisted_dirs: dict[str, str] | None = None) -> list[str]:
+             unlisted_dirs: dict[str, str] | None = None, waiting: dict[str, float] | None = None) -> list[str]:
     """Why the agent is unhealthy; empty when healthy. Each reason says what to look at."""
     now = time.time() if now is None else now
     out = []
@@ -42,6 +42,11 @@ def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | 
     if unreadable:
         out.append(f"{len(unreadable)} file(s) cannot be read, retried on every rescan: {unreadable[0].path} "
                    f"({unreadable[0].reason})")
+    waited = {p: now - since for p, since in (waiting or {}).items() if now - since > cfg.max_lag_age_s}
+    if waited:
+        worst = max(waited, key=waited.get)
+        out.append(f"{len(waited)} file(s) waiting for a reader slot for more than {cfg.max_lag_age_s:.0f}s "
+                   f"(reader.max_open_files); worst {log.shown(worst)}: {waited[worst]:.0f}s")
     if unlisted_dirs:
         first = min(unlisted_dirs)
         out.append(f"{len(unlisted_dirs)} directory(ies) cannot be listed, their files are not shipped: "

@@ -138,7 +138,7 @@ class Agent:
         since = max(sh.last_success or 0.0, self.sender.waiting_since)
         stuck = time.time() - since if self.sender.in_flight else 0.0
         return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck,
-                               unlisted_dirs=self.discovery.unlisted)
+                               unlisted_dirs=self.discovery.unlisted, waiting=self.reader.waiting)
 
     # -- start, run, stop ---------------------------------------------------------------
 
@@ -183,6 +183,8 @@ class Agent:
             if self.reader.knows(path) or self.discovery.matches(path):
                 self.reader.changed(path)
         progressed = self._read_files()
+        if self.reader.waiting:
+            self._make_room()
         if self.batch.docs and self.clock() - self.batch.started >= self.cfg.batch.flush_interval_s:
             self.flush_batch()
         elif not self.batch.docs and self.batch.segments:
@@ -286,6 +288,24 @@ class Agent:
             frames = stream.framer.flush()
             if len(frames):
                 self._add(stream, frames, None, read_time, wait=False)
+
+    def _make_room(self) -> None:
+        """More files than reader.max_open_files: close the idle ones read longest ago (resting,
+        nothing pending, all they read acknowledged) so the waiting ones get their turn."""
+        r = self.reader
+        need = len(r.waiting) - (self.cfg.reader.max_open_files - len(r.sources))
+        if need > 0:
+            idle = sorted((s for s in r.sources.values() if self._idle(s)), key=lambda s: s.last_data_at)
+            for src in idle[:need]:
+                self.streams.pop(src.fid, None)
+                r.park(src.fid)
+        r.open_waiting()
+
+    def _idle(self, src: Source) -> bool:
+        stream = self.streams.get(src.fid)
+        entry = self.entries.get(src.fid)
+        return (src.live and not self.reader.is_due(src.fid) and entry is not None and entry.offset == src.pos
+                and (stream is None or (stream.held is None and not stream.framer.has_pending())))
 
     def _stream(self, src: Source) -> Stream:
         """The fid's stream, begun where its source is when first seen (a copy that continues

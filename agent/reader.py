@@ -51,6 +51,10 @@ class Reader:
         self._ended: list[str] = []  # fids whose content ended under us (rotated away, lost)
         self._since: dict[str, float] = {}  # live path -> last write of the newest rotated generation read
         self._full_warned = False
+        # Over reader.max_open_files: paths waiting for a slot (since when, wall clock), and
+        # files closed while idle to make room (path -> fid, size and mtime when closed).
+        self.waiting: dict[str, float] = {}
+        self.parked: dict[str, tuple[str, int, int]] = {}
 
     # -- what the loop asks -----------------------------------------------------------
 
@@ -61,6 +65,9 @@ class Reader:
     def rest(self, fid: str) -> None:
         """Nothing to do for `fid` until an event or rescan says so."""
         self._due.discard(fid)
+
+    def is_due(self, fid: str) -> bool:
+        return fid in self._due
 
     def source(self, fid: str) -> Source | None:
         return self.sources.get(fid)
@@ -89,6 +96,8 @@ class Reader:
             # A gone entry below its size was read to its end but not all acknowledged
             # before a crash: its copy must be read again from the committed offset.
             if entry.fid not in matched and (not entry.gone or entry.offset < entry.size):
+                if entry.path in self.waiting and _devino(entry.path) == (entry.dev, entry.ino):
+                    continue  # still at its path, waiting for a slot: matched when it is opened
                 refusal = self.jail.refusal(entry.path)  # a forged entry is no reason to read anything
                 if refusal is not None:
                     self._refuse(entry.path, f"{refusal} (a registry entry)")
@@ -109,7 +118,8 @@ class Reader:
     def changed(self, path: str) -> None:
         fid = self.by_path.get(path)
         if fid is None:
-            self._open_live(path)
+            if path not in self.parked or self._unpark(path):
+                self._open_live(path)
             return
         src = self.sources[fid]
         self._due.add(fid)
@@ -132,10 +142,14 @@ class Reader:
     def _open_live(self, path: str) -> None:
         if len(self.sources) >= self.cfg.max_open_files:
             if not self._full_warned:
-                log.warn("open_files_limit", "too many open log files; new files wait until others are drained",
-                         limit=self.cfg.max_open_files, hint="raise reader.max_open_files")
+                log.warn("open_files_limit", "more log files than reader.max_open_files; idle files are closed "
+                         "and reopened when they change, so each gets its turn", limit=self.cfg.max_open_files,
+                         hint="raise reader.max_open_files if files wait long (health says so)")
                 self._full_warned = True
+            self.waiting.setdefault(path, time.time())
             return
+        self.waiting.pop(path, None)
+        self.parked.pop(path, None)
         try:
             fd = self.jail.open(path)
         except FileNotFoundError:
@@ -293,6 +307,46 @@ class Reader:
     def _head_of(self, path: str) -> Callable[[str], bytes | None]:
         return lambda cand: self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
 
+    # -- more files than max_open_files ---------------------------------------------------
+
+    def park(self, fid: str) -> None:
+        """Close an idle live file to make room; its entry keeps offset and identity, and it is
+        opened again (matched by inode and head) once it changes."""
+        src = self.sources.pop(fid)
+        try:
+            st = os.fstat(src.fd)
+            self.parked[src.path] = (fid, st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass  # cannot tell a change: opened again at the next look
+        src.close()
+        self.by_path.pop(src.path, None)
+        self._due.discard(fid)
+
+    def _unpark(self, path: str) -> bool:
+        """Whether a parked file is to be opened again: it changed. One renamed away or deleted
+        while closed continues in its copy (or its rest is counted lost), like any orphan."""
+        fid, size, mtime = self.parked[path]
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            st = None
+        entry = self.entries.get(fid)
+        same = entry is not None and st is not None and (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+        if same and (st.st_size, st.st_mtime_ns) == (size, mtime):
+            return False
+        del self.parked[path]
+        if entry is not None and not same and fid not in self.sources:
+            self._resume_orphan(entry)
+        return st is not None
+
+    def open_waiting(self) -> None:
+        """Open the files waiting for a slot, longest waiting first, while there is room."""
+        for path in sorted(self.waiting, key=self.waiting.get):
+            if len(self.sources) >= self.cfg.max_open_files:
+                return
+            self.waiting.pop(path)
+            self.changed(path)
+
     def _unreadable(self, path: str, e: OSError) -> None:
         """A file that cannot be opened or read now: reported once per error, retried on every rescan."""
         error = e.strerror or str(e)
@@ -441,3 +495,11 @@ class Reader:
     def close_all(self) -> None:
         for src in self.sources.values():
             src.close()
+
+
+def _devino(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)

@@ -231,3 +231,26 @@ def test_unlistable_directories_and_unreadable_files_are_reported_and_unhealthy(
     assert [e["path"] for e in events if e.get("event") == "dir_unreadable"] == [str(root / "locked")]
     assert [e["path"] for e in events if e.get("event") == "file_unreadable"] == [str(closed)]
     assert {d["message"] for d in all_messages(es, index_name, ["message"])} == {f"good line {i}" for i in range(50)}
+
+
+def test_forty_files_with_sixteen_slots_all_ship_exactly_once(es, es_node, index_name, tmp_path):
+    root = tmp_path / "log"
+    files = [root / f"job{i % 4}" / f"f{i}.log" for i in range(40)]
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        _lines(f, 0, 50)
+    cfg = write_config(tmp_path / "config.json", es_node.url, root, tmp_path / "state", index_name,
+                       formats=[{"glob": "**", "format": "raw"}], reader={"max_open_files": 16})
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    try:
+        wait_caught_up(tmp_path / "state", files, timeout=120)
+        for f in files[::3]:  # written again after being closed for others
+            _lines(f, 50, 10)
+        wait_caught_up(tmp_path / "state", files, timeout=120)
+        assert agent.alive()
+    finally:
+        assert agent.stop() == 0
+    messages = Counter(d["message"] for d in all_messages(es, index_name, ["message"]))
+    expected = {f"{f.stem} line {i}" for f in files for i in range(50)}
+    expected |= {f"{f.stem} line {i}" for f in files[::3] for i in range(50, 60)}
+    assert set(messages) == expected and set(messages.values()) == {1}

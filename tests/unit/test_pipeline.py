@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import orjson
 import pytest
@@ -211,3 +212,40 @@ def test_a_read_error_is_reported_once_shown_and_retried_from_its_position(tmp_p
     _ack_all(agent)
     assert {r.path: r.state for r in agent.offsets()} == {str(job / "good.log"): "live", str(eio): "live"}
     assert health.problems(agent.cfg.health, agent.offsets()) == []
+
+
+def test_files_beyond_max_open_files_all_get_their_turn_and_keep_their_offsets(tmp_path):
+    """10 files, 4 slots: idle files (all read acknowledged) are closed for waiting ones, and
+    opened again when they change, at their offset; every line once. A file that cannot get
+    a slot for long is a health reason."""
+    from agent import health
+
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    files = [job / f"f{i}.log" for i in range(10)]
+    for i, f in enumerate(files):
+        f.write_bytes(b"".join(b"f%d line %d\n" % (i, n) for n in range(5)))
+    agent = _agent(tmp_path, lambda: 0.0, max_open_files=4)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    assert len(agent.reader.waiting) == 6
+    stuck = health.problems(agent.cfg.health, [], waiting=agent.reader.waiting, now=time.time() + 301)
+    assert any("6 file(s) waiting for a reader slot" in r for r in stuck)
+
+    def run() -> list[tuple[int, str]]:
+        docs = []
+        for _ in range(20):
+            agent.turn()
+            docs += _ack_all(agent)
+            assert len(agent.reader.sources) <= 4
+        return docs
+
+    docs = run()
+    assert sorted(m for _off, m in docs) == sorted(f"f{i} line {n}" for i in range(10) for n in range(5))
+    assert not agent.reader.waiting and len(agent.entries) == 10
+    assert str(files[0]) in agent.reader.parked
+    with open(files[0], "ab") as f:  # long closed by now: opened again, read on from its offset
+        f.write(b"f0 more\n")
+    agent.discovery.rescan_requested = True
+    assert run() == [(files[0].stat().st_size - 8, "f0 more")]
+    assert all(e.offset == os.path.getsize(e.path) for e in agent.entries.values()) and len(agent.entries) == 10
