@@ -18,6 +18,7 @@ import gzip
 import os
 import re
 import stat
+import zlib
 from dataclasses import dataclass
 
 from agent.config import InputsConfig
@@ -122,12 +123,12 @@ class Jail:
         except OSError:
             return None
         with os.fdopen(fd, "rb") as f:
-            if not path.endswith(".gz"):
-                return f.read(length)
             try:
+                if not path.endswith(".gz"):
+                    return f.read(length)
                 with gzip.GzipFile(fileobj=f, mode="rb") as gz:
                     return gz.read(length)
-            except (OSError, EOFError, ValueError):
+            except (OSError, EOFError, zlib.error):  # a read error, or a damaged gzip
                 return None
 
 

@@ -129,16 +129,18 @@ class Agent:
         return send.Sender(self.cfg, send.client(self.cfg.elasticsearch), on_done)
 
     def offsets(self) -> list[offsets.FileOffset]:
-        r = self.reader
-        errors = {**r.unreadable, **{self.entries[fid].path: err for fid, err in r.failing.items() if fid in self.entries}}
-        return offsets.view(list(self.entries.values()), self.jail, [*r.refused, *r.unreadable], errors)
+        """Also called from the endpoint's threads: the reader's tables are copied first (atomic in C)."""
+        r, entries = self.reader, dict(self.entries)
+        errors = dict(r.unreadable)
+        errors.update((entries[fid].path, err) for fid, err in dict(r.failing).items() if fid in entries)
+        return offsets.view(list(entries.values()), self.jail, [*r.refused, *r.unreadable], errors)
 
     def problems(self) -> list[str]:
         sh = self.sender.health
         since = max(sh.last_success or 0.0, self.sender.waiting_since)
         stuck = time.time() - since if self.sender.in_flight else 0.0
         return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck,
-                               unlisted_dirs=self.discovery.unlisted, waiting=self.reader.waiting)
+                               unlisted_dirs=self.discovery.unlisted, waiting=dict(self.reader.waiting))
 
     # -- start, run, stop ---------------------------------------------------------------
 
