@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 
@@ -49,6 +50,10 @@ def test_links_fifos_directories_and_outside_paths_are_refused(tree):
     (tree / "log" / "linked").symlink_to(job, target_is_directory=True)
     assert _refusal(jail, job / "link.log") == "a symbolic link"
     assert _refusal(jail, job / "f.log") == "a FIFO"
+    os.mknod(job / "zero.log", 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero: an endless "file"
+    assert _refusal(jail, job / "zero.log") == "a device"
+    (job / "urandom.log").symlink_to("/dev/urandom")
+    assert _refusal(jail, job / "urandom.log") == "a symbolic link"
     assert _refusal(jail, job) == "a directory"
     assert _refusal(jail, tree / "log" / "linked" / "a.log") == "'linked' is a symbolic link, not a directory"
     assert _refusal(jail, tree / "log" / "job" / ".." / "job" / "a.log").startswith("outside")
