@@ -40,7 +40,9 @@ class Frames:
 
     def split(self, n: int) -> tuple[Frames, Frames]:
         """The first `n` events and the rest, each with its own offsets and flags."""
-        rest_start = self.offset_of(n) if n < len(self) else self.start
+        if n >= len(self):
+            return self, Frames(self.start, [])
+        rest_start = self.offset_of(n)
         head = Frames(self.start, self.lines[:n], None if self.offsets is None else self.offsets[:n],
                       {i: f for i, f in self.flags.items() if i < n})
         rest = Frames(rest_start, self.lines[n:], None if self.offsets is None else self.offsets[n:],

@@ -16,8 +16,10 @@ import threading
 import time
 import uuid
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 
 from agent import __version__, encode, health, log, metrics, offsets, registry, send
 from agent.ack import Acker
@@ -358,12 +360,10 @@ class Agent:
             return 0
         batch, limit = self.batch, self.cfg.batch.max_bytes
         n = min(len(frames), max(1, self.cfg.batch.max_docs - batch.docs))
-        total = len(batch.body)
-        for i, line in enumerate(frames.lines[:n]):
-            total += len(line) + stream.doc_overhead
-            if total > limit:
-                n = max(1, i)
-                break
+        lines, room = frames.lines[:n] if n < len(frames) else frames.lines, limit - len(batch.body)
+        if sum(map(len, lines)) + n * stream.doc_overhead > room:  # per line in C: this is the hot path
+            sizes = list(accumulate(map(stream.doc_overhead.__add__, map(len, lines))))
+            n = max(1, bisect_right(sizes, room))
         before = len(batch.body)
         while True:
             piece = frames.split(n)[0] if n < len(frames) else frames
