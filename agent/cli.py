@@ -68,13 +68,16 @@ def run(config_path: str) -> None:
     agent.run()
 
 
-def _offset_rows(cfg: Config) -> list:
+def _offset_rows(cfg: Config) -> tuple[list, dict[str, str]]:
+    """Rows of the registry and the files, and the directories that cannot be listed."""
     from agent import offsets, registry
+    from agent.contain import Jail
     from agent.discover import Discovery
 
     entries = registry.load(cfg.state_dir) if os.path.exists(registry.path_in(cfg.state_dir)) else {}
     disc = Discovery(cfg.inputs, threading.Event())
-    return offsets.view(list(entries.values()), disc.scan() if os.path.isdir(cfg.inputs.root) else [])
+    found = disc.scan() if os.path.isdir(cfg.inputs.root) else []
+    return offsets.view(list(entries.values()), Jail.of(cfg.inputs), found), disc.unlisted
 
 
 @main.command()
@@ -86,7 +89,7 @@ def offsets(config_path: str, as_json: bool) -> None:
     Read from the registry and the file system, so it works with the agent stopped."""
     from agent.offsets import table
 
-    rows = _offset_rows(_load(config_path))
+    rows, _unlisted = _offset_rows(_load(config_path))
     if as_json:
         click.echo(orjson.dumps([r.as_dict() for r in rows]).decode())
     else:
@@ -105,7 +108,8 @@ def check(config_path: str) -> None:
     if reasons is None:
         from agent import health
 
-        reasons = health.problems(cfg.health, _offset_rows(cfg))
+        rows, unlisted = _offset_rows(cfg)
+        reasons = health.problems(cfg.health, rows, unlisted_dirs=unlisted)
     if reasons:
         for r in reasons:
             click.echo(f"unhealthy: {r}", err=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 import orjson
 
 from agent.formats import FORMATS
+from agent.pattern import PatternError, compile_pattern
 
 
 class ConfigError(ValueError):
@@ -307,9 +307,9 @@ def _validate_rule(rule: FormatRule, where: str) -> None:
         pattern = getattr(ml, name)
         if pattern is not None:
             try:
-                re.compile(pattern.encode())
-            except re.error as e:
-                raise ConfigError(f"{where}.multiline.{name}: not a valid regular expression ({e})") from None
+                compile_pattern(pattern)
+            except PatternError as e:
+                raise ConfigError(f"{where}.multiline.{name}: not a valid regular expression: {e}") from None
     if ml.max_lines < 1 or ml.max_bytes < 16:
         raise ConfigError(f"{where}.multiline: max_lines must be at least 1 and max_bytes at least 16")
 

@@ -41,12 +41,13 @@ class Discovery(FileSystemEventHandler):
         self._changed: set[str] = set()
         self._lock = threading.Lock()
         self.rescan_requested = False
+        self.unlisted: dict[str, str] = {}  # directory -> why it cannot be listed, as of the last scan
         self.observer: Observer | None = None
 
     def job_of(self, path: str) -> str:
-        """`/var/vcap/sys/log/<job>/...` -> `<job>`; empty outside the root."""
+        """`/var/vcap/sys/log/<job>/...` -> `<job>` (as shown: a metric label, a field); empty outside the root."""
         rel = os.path.relpath(path, self.root)
-        return rel.split("/", 1)[0] if "/" in rel and not rel.startswith("..") else ""
+        return log.shown(rel.split("/", 1)[0]) if "/" in rel and not rel.startswith("..") else ""
 
     def relpath(self, path: str) -> str:
         rel = os.path.relpath(path, self.root)
@@ -59,12 +60,29 @@ class Discovery(FileSystemEventHandler):
         return any(r.match(path) for r in self.extra_re)
 
     def scan(self) -> list[str]:
-        found = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        found: list[str] = []
+        failed: dict[str, str] = {}
+
+        def unlisted(e: OSError) -> None:
+            if not isinstance(e, FileNotFoundError):  # gone meanwhile (or no root yet): nothing to read
+                failed[e.filename] = e.strerror or str(e)
+
+        for dirpath, _dirs, files in os.walk(self.root, onerror=unlisted):
             found += [p for p in (os.path.join(dirpath, f) for f in files) if self.matches(p)]
+        self._report_unlisted(failed)
         for pattern in self.extra:
             found += [p for p in glob.glob(pattern) if os.path.isfile(p)]
         return found
+
+    def _report_unlisted(self, failed: dict[str, str]) -> None:
+        """Directories that cannot be listed hide their files: reported once, and a health reason."""
+        for d, error in failed.items():
+            if self.unlisted.get(d) != error:
+                log.warn("dir_unreadable", "cannot list a log directory; its files are not shipped", path=d,
+                         error=error, hint="the agent needs CAP_DAC_READ_SEARCH (or read and search permission)")
+        for d in self.unlisted.keys() - failed.keys():
+            log.info("dir_readable", "log directory can be listed again", path=d)
+        self.unlisted = failed
 
     def start(self) -> None:
         self.observer = Observer()

@@ -8,12 +8,12 @@ whole instead of shipping half an event.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.config import MultilineConfig
+from agent.pattern import compile_pattern
 
 TRUNCATED = "truncated"
 MULTILINE = "multiline"
@@ -31,6 +31,23 @@ class Frames:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def offset_of(self, i: int) -> int:
+        """File offset of event `i`."""
+        if self.offsets is not None:
+            return self.offsets[i]
+        return self.start + sum(map(len, self.lines[:i])) + i
+
+    def split(self, n: int) -> tuple[Frames, Frames]:
+        """The first `n` events and the rest, each with its own offsets and flags."""
+        if n >= len(self):
+            return self, Frames(self.start, [])
+        rest_start = self.offset_of(n)
+        head = Frames(self.start, self.lines[:n], None if self.offsets is None else self.offsets[:n],
+                      {i: f for i, f in self.flags.items() if i < n})
+        rest = Frames(rest_start, self.lines[n:], None if self.offsets is None else self.offsets[n:],
+                      {i - n: f for i, f in self.flags.items() if i >= n})
+        return head, rest
 
 
 class Framer:
@@ -71,6 +88,7 @@ class Framer:
         if self.discarding:
             self.partial_at += len(self.partial)
             self.partial = b""
+            self.committable = self.partial_at
         elif len(self.partial) > self.max_line:
             self._cut_partial(frames)
         if self.ml:
@@ -106,18 +124,19 @@ class Framer:
         return frames
 
     def _cut_partial(self, frames: Frames) -> None:
-        """An overlong line without its newline yet: ship its head now, drop the rest later.
+        """An overlong line without its newline yet: ship its head now, drop the rest as it comes.
 
-        The commit stays before this line until its newline is read, so a restart re-sends
-        the same truncated event (same id, refused as a duplicate) and resumes dropping."""
+        The commit moves on over what was dropped (a 100 MB line without a newline must not
+        hold the file's offset, nor be read again at every restart). After a restart in the
+        middle of such a line, its remainder up to the newline is one more event."""
         if frames.offsets is None:
             frames.offsets = _offsets(frames.start, frames.lines)
         frames.flags[len(frames.lines)] = [TRUNCATED]
         frames.offsets.append(self.partial_at)
         frames.lines.append(self.partial[: self.max_line])
-        self.committable = self.partial_at
         self.partial_at += len(self.partial)
         self.partial = b""
+        self.committable = self.partial_at
         self.discarding = True
 
 
@@ -134,8 +153,8 @@ class _Multiline:
     def __init__(self, cfg: MultilineConfig, clock: Callable[[], float]):
         self.cfg = cfg
         self.clock = clock
-        self.start_re = re.compile(cfg.start.encode()) if cfg.start else None
-        self.cont_re = re.compile(cfg.continuation.encode()) if cfg.continuation else None
+        self.start_re = compile_pattern(cfg.start) if cfg.start else None
+        self.cont_re = compile_pattern(cfg.continuation) if cfg.continuation else None
         self.lines: list[bytes] = []  # the open event's lines
         self.at = 0  # its offset
         self.size = 0

@@ -11,13 +11,21 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from agent import metrics
+from agent import log, metrics
 from agent.config import HealthConfig
 from agent.offsets import FileOffset
 
 
+# A client of the endpoint gets this long per read or write, and at most this many are served
+# at once; more are closed at once. So slow or idle clients hold a few descriptors and threads,
+# never the agent's: 80 idle connections under a low fd limit once made the registry write fail.
+CONNECTION_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 8
+
+
 def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | None = None,
-             refused_reason: str = "", stuck_for: float = 0.0, now: float | None = None) -> list[str]:
+             refused_reason: str = "", stuck_for: float = 0.0, now: float | None = None,
+             unlisted_dirs: dict[str, str] | None = None, waiting: dict[str, float] | None = None) -> list[str]:
     """Why the agent is unhealthy; empty when healthy. Each reason says what to look at."""
     now = time.time() if now is None else now
     out = []
@@ -30,6 +38,19 @@ def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | 
     if lost:
         out.append(f"{sum(f.lost_bytes for f in lost)} bytes rotated away unread in the last "
                    f"{cfg.lost_window_s:.0f}s ({', '.join(sorted({f.path for f in lost}))})")
+    unreadable = [f for f in files if f.state == "unreadable"]
+    if unreadable:
+        out.append(f"{len(unreadable)} file(s) cannot be read, retried on every rescan: {unreadable[0].path} "
+                   f"({unreadable[0].reason})")
+    waited = {p: now - since for p, since in (waiting or {}).items() if now - since > cfg.max_lag_age_s}
+    if waited:
+        worst = max(waited, key=waited.get)
+        out.append(f"{len(waited)} file(s) waiting for a reader slot for more than {cfg.max_lag_age_s:.0f}s "
+                   f"(reader.max_open_files); worst {log.shown(worst)}: {waited[worst]:.0f}s")
+    if unlisted_dirs:
+        first = min(unlisted_dirs)
+        out.append(f"{len(unlisted_dirs)} directory(ies) cannot be listed, their files are not shipped: "
+                   f"{first} ({unlisted_dirs[first]})")
     if refused_since is not None and now - refused_since > cfg.refused_for_s:
         out.append(f"Elasticsearch has refused writes for {now - refused_since:.0f}s: {refused_reason}")
     if stuck_for > cfg.max_lag_age_s:
@@ -67,6 +88,8 @@ class HealthServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT_S
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
@@ -90,8 +113,7 @@ class HealthServer:
             def log_message(self, *args) -> None:  # keep the agent's log for operators' events
                 pass
 
-        self.httpd = ThreadingHTTPServer((cfg.host, cfg.port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _CappedServer((cfg.host, cfg.port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
 
     def start(self) -> None:
@@ -100,3 +122,34 @@ class HealthServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class _CappedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them; the rest are closed unserved."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.warned = False
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            if not self.warned:
+                log.warn("health_busy", "health endpoint at its connection limit; closing new connections unserved",
+                         limit=MAX_CONNECTIONS, hint="a local client holds connections open; find it with ss -tnp")
+                self.warned = True
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()

@@ -9,10 +9,8 @@ file: a truncated and rewritten file fails the check.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
-import zlib
 from dataclasses import dataclass
 
 HEAD_BYTES = 256
@@ -58,23 +56,3 @@ def tail_hash(data_before_offset: bytes) -> str:
 def tail_matches(fd: int, offset: int, expected: str) -> bool:
     n = min(TAIL_BYTES, offset)
     return digest(os.pread(fd, n, offset - n)) == expected
-
-
-def gz_head(path: str, length: int) -> bytes | None:
-    """The first `length` uncompressed bytes of a gzip file, or None if it is not readable gzip."""
-    try:
-        with gzip.open(path, "rb") as f:
-            return f.read(length)
-    except (OSError, EOFError, zlib.error):
-        return None
-
-
-def path_head(path: str, length: int) -> bytes | None:
-    """The first `length` bytes of a plain or gzipped file, None if it cannot be read."""
-    if path.endswith(".gz"):
-        return gz_head(path, length)
-    try:
-        with open(path, "rb") as f:
-            return f.read(length)
-    except OSError:
-        return None

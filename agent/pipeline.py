@@ -16,13 +16,16 @@ import threading
 import time
 import uuid
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 
 from agent import __version__, encode, fleet, health, log, metrics, offsets, registry, send
 from agent.ack import Acker
 from agent.batch import Batch, Budget
 from agent.config import Config
+from agent.contain import Jail
 from agent.discover import Discovery
 from agent.encode import FileEncoder
 from agent.formats import FORMATS
@@ -68,6 +71,15 @@ def agent_id(state_dir: str) -> str:
 
 
 @dataclass
+class Held:
+    """Events of a chunk that did not fit in the budget, with what they reach to."""
+
+    frames: Frames
+    chunk: Chunk | None
+    end: int
+
+
+@dataclass
 class Stream:
     """The loop's side of one file being read: its framer, its encoder, and how far its
     bytes are counted in the volume figures."""
@@ -78,6 +90,8 @@ class Stream:
     framer: Framer
     counted_to: int
     encoder: FileEncoder | None = None
+    held: Held | None = None  # events read but not yet in a batch: the in-flight budget was spent
+    doc_overhead: int = 512  # bytes of a document besides its message, as last measured
 
 
 # Given the agent's callback for settled batches, the sender (a stand-in in model tests).
@@ -96,7 +110,8 @@ class Agent:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.discovery = Discovery(cfg.inputs, self.wake)
-        self.reader = Reader(cfg.reader, self.entries, self.discovery.job_of, clock)
+        self.jail = Jail.of(cfg.inputs)
+        self.reader = Reader(cfg.reader, self.entries, self.discovery.job_of, self.jail, clock)
         self.acker = Acker(self.entries, cfg.state_dir, cfg.registry.forget_after_s)
         self.budget = Budget(cfg.batch.max_inflight_bytes)
         self.sender = (make_sender or self._sender)(self._on_done)
@@ -125,13 +140,18 @@ class Agent:
         return send.Sender(self.cfg, send.client(self.cfg.elasticsearch), on_done)
 
     def offsets(self) -> list[offsets.FileOffset]:
-        return offsets.view(list(self.entries.values()))
+        """Also called from the endpoint's threads: the reader's tables are copied first (atomic in C)."""
+        r, entries = self.reader, dict(self.entries)
+        errors = dict(r.unreadable)
+        errors.update((entries[fid].path, err) for fid, err in dict(r.failing).items() if fid in entries)
+        return offsets.view(list(entries.values()), self.jail, [*r.refused, *r.unreadable], errors)
 
     def problems(self) -> list[str]:
         sh = self.sender.health
         since = max(sh.last_success or 0.0, self.sender.waiting_since)
         stuck = time.time() - since if self.sender.in_flight else 0.0
-        return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck)
+        return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck,
+                               unlisted_dirs=self.discovery.unlisted, waiting=dict(self.reader.waiting))
 
     # -- start, run, stop ---------------------------------------------------------------
 
@@ -181,6 +201,8 @@ class Agent:
             self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0)
             self.next_poll = now + self.cfg.reader.poll_interval_s
         progressed = self._read_files()
+        if self.reader.waiting:
+            self._make_room()
         if self.batch.docs and self.clock() - self.batch.started >= self.cfg.batch.flush_interval_s:
             self.flush_batch()
         elif not self.batch.docs and self.batch.segments:
@@ -236,7 +258,11 @@ class Agent:
             self.reader.rest(fid)
             return False
         stream = self._stream(src)
-        progressed = False
+        progressed = stream.held is not None
+        if stream.held is not None:
+            self._add_held(stream, read_time)
+            if stream.held is not None:
+                return True  # the budget is spent again: the rest waits
         for _ in range(CHUNKS_PER_TURN):
             if not self.budget.room():
                 return progressed
@@ -262,8 +288,11 @@ class Agent:
             self._add(stream, framer.flush(), None, read_time)
         elif framer.multiline_due(now):
             self._add(stream, framer.flush(partial=False), None, read_time)
+        if stream.held is not None:
+            return  # stays due: what is held goes first once the budget allows
         if self.reader.drained(src, now):
-            self._add(stream, framer.flush(), None, read_time)  # each flush its own Frames: offsets kept
+            # Each flush its own Frames: offsets kept. Closing now, so nothing may wait.
+            self._add(stream, framer.flush(), None, read_time, wait=False)
             self.reader.finish(src)
             del self.streams[src.fid]
         elif src.live and not framer.has_pending():
@@ -274,9 +303,30 @@ class Agent:
         framer holds is complete."""
         stream = self.streams.pop(fid, None)
         if stream is not None:
+            if stream.held is not None:  # its events come first; the stream ends now, so they cannot wait
+                held, stream.held = stream.held, None
+                self._add(stream, held.frames, held.chunk, read_time, held.end, wait=False)
             frames = stream.framer.flush()
             if len(frames):
-                self._add(stream, frames, None, read_time)
+                self._add(stream, frames, None, read_time, wait=False)
+
+    def _make_room(self) -> None:
+        """More files than reader.max_open_files: close the idle ones read longest ago (resting,
+        nothing pending, all they read acknowledged) so the waiting ones get their turn."""
+        r = self.reader
+        need = len(r.waiting) - (self.cfg.reader.max_open_files - len(r.sources))
+        if need > 0:
+            idle = sorted((s for s in r.sources.values() if self._idle(s)), key=lambda s: s.last_data_at)
+            for src in idle[:need]:
+                self.streams.pop(src.fid, None)
+                r.park(src.fid)
+        r.open_waiting()
+
+    def _idle(self, src: Source) -> bool:
+        stream = self.streams.get(src.fid)
+        entry = self.entries.get(src.fid)
+        return (src.live and not self.reader.is_due(src.fid) and entry is not None and entry.offset == src.pos
+                and (stream is None or (stream.held is None and not stream.framer.has_pending())))
 
     def _stream(self, src: Source) -> Stream:
         """The fid's stream, begun where its source is when first seen (a copy that continues
@@ -292,25 +342,70 @@ class Agent:
     def _encoder(self, stream: Stream) -> FileEncoder:
         if stream.encoder is None:
             fmt = self.rules.of(self.discovery.relpath(stream.path)).format
-            stream.encoder = FileEncoder(self.cfg.target.name, stream.fid, stream.path, stream.job, self.vm_meta,
-                                         None if fmt == "raw" else FORMATS[fmt])
+            extract = None if fmt == "raw" else FORMATS[fmt]
+            # The path as shown: a file name that is not UTF-8 has no JSON string of its own.
+            stream.encoder = FileEncoder(self.cfg.target.name, stream.fid, log.shown(stream.path), stream.job,
+                                         self.vm_meta, extract)
         return stream.encoder
 
-    def _add(self, stream: Stream, frames: Frames, chunk: Chunk | None, read_time: bytes) -> None:
+    def _add(self, stream: Stream, frames: Frames, chunk: Chunk | None, read_time: bytes,
+             end: int | None = None, wait: bool = True) -> None:
+        """Frames into batches, flushing each at max_docs or max_bytes, so one chunk (256 KiB of
+        blank lines are 262,144 events) never makes one huge `_bulk`. When the in-flight budget is
+        spent, the rest waits in the stream (`held`) until acknowledgements give it back."""
+        end = stream.framer.committable if end is None else end
+        while True:
+            taken = self._encode(stream, frames, read_time)
+            piece, frames = frames.split(taken)
+            self._account(stream, piece, chunk, frames.start if len(frames) else end)
+            if not len(frames):
+                return
+            if wait and not self.budget.room():
+                stream.held = Held(frames, chunk, end)
+                return
+
+    def _add_held(self, stream: Stream, read_time: bytes) -> None:
+        """Events held back by the budget go first, before anything more is read."""
+        held, stream.held = stream.held, None
+        self._add(stream, held.frames, held.chunk, read_time, held.end)
+
+    def _encode(self, stream: Stream, frames: Frames, read_time: bytes) -> int:
+        """Encode as many of `frames` as fit in the batch into its body; how many. By count,
+        and by bytes at the stream's measured size of a document besides its message; if
+        escapes made them larger, fewer. Only a document alone may exceed max_bytes."""
+        if not frames.lines:
+            return 0
+        batch, limit = self.batch, self.cfg.batch.max_bytes
+        n = min(len(frames), max(1, self.cfg.batch.max_docs - batch.docs))
+        lines, room = frames.lines[:n] if n < len(frames) else frames.lines, limit - len(batch.body)
+        if sum(map(len, lines)) + n * stream.doc_overhead > room:  # per line in C: this is the hot path
+            sizes = list(accumulate(map(stream.doc_overhead.__add__, map(len, lines))))
+            n = max(1, bisect_right(sizes, room))
+        before = len(batch.body)
+        while True:
+            piece = frames.split(n)[0] if n < len(frames) else frames
+            msg = self._encoder(stream).encode(piece, read_time, batch.body)
+            if len(batch.body) <= limit or n == 1:
+                break
+            del batch.body[before:]
+            n //= 2
+        stream.doc_overhead = max(1, (len(batch.body) - before - msg) // n)
+        return n
+
+    def _account(self, stream: Stream, frames: Frames, chunk: Chunk | None, end: int) -> None:
+        """What `_encode` put in the body, and the file's reach up to `end`, into the batch;
+        flush it when full."""
         batch = self.batch
         seg = batch.segment_for(stream.fid, stream.job)
         if frames.lines:
-            if not batch.docs:
+            if batch.docs == 0:
                 batch.started = self.clock()
-            before = len(batch.body)
-            self._encoder(stream).encode(frames, read_time, batch.body)
-            grown = len(batch.body) - before
+            grown = len(batch.body) - batch.budgeted
             self.budget.take(grown)
             batch.budgeted += grown
             batch.docs += len(frames)
             seg.lines += len(frames)
             metrics.LINES_READ.labels(stream.job).inc(len(frames))
-        end = stream.framer.committable
         if end > stream.counted_to:
             # File bytes, newlines included, so volume figures add up to file sizes.
             seg.bytes += end - stream.counted_to

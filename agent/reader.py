@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from agent import identity, log, metrics, rotation
 from agent.config import ReaderConfig
+from agent.contain import Jail, Refused
 from agent.identity import Head
 from agent.registry import Entry
 from agent.source import GZIP_ERRORS, Source, open_copy
@@ -36,9 +37,10 @@ class Chunk:
 
 
 class Reader:
-    def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], job_of: Callable[[str], str],
+    def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], job_of: Callable[[str], str], jail: Jail,
                  clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
+        self.jail = jail
         self.entries = entries
         self.job_of = job_of
         self.clock = clock
@@ -46,10 +48,16 @@ class Reader:
         self.by_path: dict[str, str] = {}  # live path -> fid
         self.empty: set[str] = set()  # live paths with no bytes yet: no identity until they have one
         self.unreadable: dict[str, str] = {}  # path -> error, retried on every rescan
+        self.failing: dict[str, str] = {}  # fid -> read error: retried on every rescan, never closed as drained
+        self.refused: dict[str, str] = {}  # path -> why the jail refused it; looked at again on every rescan
         self._due: set[str] = set()  # fids that may have unread bytes
         self._ended: list[str] = []  # fids whose content ended under us (rotated away, lost)
         self._since: dict[str, float] = {}  # live path -> last write of the newest rotated generation read
         self._full_warned = False
+        # Over reader.max_open_files: paths waiting for a slot (since when, wall clock), and
+        # files closed while idle to make room (path -> fid, size and mtime when closed).
+        self.waiting: dict[str, float] = {}
+        self.parked: dict[str, tuple[str, int, int]] = {}
 
     # -- what the loop asks -----------------------------------------------------------
 
@@ -60,6 +68,9 @@ class Reader:
     def rest(self, fid: str) -> None:
         """Nothing to do for `fid` until an event or rescan says so."""
         self._due.discard(fid)
+
+    def is_due(self, fid: str) -> bool:
+        return fid in self._due
 
     def source(self, fid: str) -> Source | None:
         return self.sources.get(fid)
@@ -75,7 +86,8 @@ class Reader:
 
     def drained(self, src: Source, now: float) -> bool:
         """A renamed-away or deleted file, read to its end, that may be closed."""
-        return not src.live and (src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
+        return not src.live and src.fid not in self.failing and (
+            src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
 
     def poll(self, now: float, quiet_too: bool) -> None:
         """Live files whose size moved since they were last read are due: writes raise no file
@@ -112,6 +124,12 @@ class Reader:
             # A gone entry below its size was read to its end but not all acknowledged
             # before a crash: its copy must be read again from the committed offset.
             if entry.fid not in matched and (not entry.gone or entry.offset < entry.size):
+                if entry.path in self.waiting and _devino(entry.path) == (entry.dev, entry.ino):
+                    continue  # still at its path, waiting for a slot: matched when it is opened
+                refusal = self.jail.refusal(entry.path)  # a forged entry is no reason to read anything
+                if refusal is not None:
+                    self._refuse(entry.path, f"{refusal} (a registry entry)")
+                    continue
                 copy = self._resume_orphan(entry)
                 if copy is not None:
                     self._unseen_copies(entry.path, rotation.mtime(copy.reading_from))
@@ -128,12 +146,13 @@ class Reader:
     def changed(self, path: str) -> None:
         fid = self.by_path.get(path)
         if fid is None:
-            self._open_live(path)
+            if path not in self.parked or self._unpark(path):
+                self._open_live(path)
             return
         src = self.sources[fid]
         self._due.add(fid)
         try:
-            st = os.stat(path)
+            st = os.stat(path, follow_symlinks=False)  # replaced by a link: the new "file" is refused
         except FileNotFoundError:
             self._unlink_path(src)
             return
@@ -151,30 +170,41 @@ class Reader:
     def _open_live(self, path: str) -> None:
         if len(self.sources) >= self.cfg.max_open_files:
             if not self._full_warned:
-                log.warn("open_files_limit", "too many open log files; new files wait until others are drained",
-                         limit=self.cfg.max_open_files, hint="raise reader.max_open_files")
+                log.warn("open_files_limit", "more log files than reader.max_open_files; idle files are closed "
+                         "and reopened when they change, so each gets its turn", limit=self.cfg.max_open_files,
+                         hint="raise reader.max_open_files if files wait long (health says so)")
                 self._full_warned = True
+            self.waiting.setdefault(path, time.time())
             return
+        self.waiting.pop(path, None)
+        self.parked.pop(path, None)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = self.jail.open(path)
         except FileNotFoundError:
             self.empty.discard(path)
+            self.refused.pop(path, None)
+            return
+        except Refused as e:
+            self._refuse(path, e.reason)
             return
         except OSError as e:
-            if self.unreadable.get(path) != e.strerror:
-                log.warn("file_unreadable", "cannot read log file; retrying on every rescan",
-                         path=path, error=e.strerror, hint="the agent needs read access (CAP_DAC_READ_SEARCH)")
-            self.unreadable[path] = e.strerror or str(e)
+            self._unreadable(path, e)
             return
-        self.unreadable.pop(path, None)
-        st = os.fstat(fd)
-        head = identity.read_head(fd)
-        if not head:
+        self.refused.pop(path, None)
+        try:
+            st = os.fstat(fd)
+            head = identity.read_head(fd)
+            entry = self._match(path, fd, st, head) if head else None
+        except OSError as e:
+            os.close(fd)
+            self._unreadable(path, e)
+            return
+        self._readable(path)
+        if entry is None:
             os.close(fd)
             self.empty.add(path)
             return
         self.empty.discard(path)
-        entry = self._match(path, fd, st, head)
         src = Source(entry.fid, path, True, fd, None, st.st_dev, st.st_ino, entry.offset, self.clock(), size=st.st_size)
         entry.path, entry.size, entry.gone = path, st.st_size, False
         entry.updated_at = time.time()
@@ -251,7 +281,7 @@ class Reader:
         for cand in rotation.plain_first(rotation.siblings(path)):
             if rotation.mtime(cand) < since:
                 continue
-            head = identity.path_head(cand, identity.HEAD_BYTES)
+            head = self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
             if not head or rotation.begins_with_any(head, known):
                 continue
             try:
@@ -265,7 +295,7 @@ class Reader:
                 pass
             entry = self._new_entry(path, st, head)
             entry.size = size
-            src = open_copy(entry.fid, path, cand, Head.of(head), 0, self.clock())
+            src = self._copy(entry.fid, path, cand, Head.of(head), 0)
             if src is None:
                 del self.entries[entry.fid]
                 continue
@@ -278,9 +308,9 @@ class Reader:
     def _open_copy(self, fid: str, path: str, head: Head, offset: int) -> Source | None:
         e = self.entries[fid]
         for cand in rotation.search_order(rotation.siblings(path), (e.dev, e.ino)):
-            if rotation.owned_by_other(self.entries.values(), fid, path, cand, head):
+            if rotation.owned_by_other(self.entries.values(), fid, path, cand, head, self._head_of(path)):
                 continue
-            src = open_copy(fid, path, cand, head, offset, self.clock())
+            src = self._copy(fid, path, cand, head, offset)
             if src is not None:
                 old = self.sources.get(fid)
                 if old is not None and old is not src:
@@ -294,6 +324,79 @@ class Reader:
                          path=path, copy=cand, offset=offset)
                 return src
         return None
+
+    def _copy(self, fid: str, path: str, cand: str, head: Head, offset: int) -> Source | None:
+        try:
+            return open_copy(fid, path, cand, head, offset, self.clock(), self.jail)
+        except Refused as e:
+            self._refuse(cand, e.reason)
+            return None
+
+    def _head_of(self, path: str) -> Callable[[str], bytes | None]:
+        return lambda cand: self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
+
+    # -- more files than max_open_files ---------------------------------------------------
+
+    def park(self, fid: str) -> None:
+        """Close an idle live file to make room; its entry keeps offset and identity, and it is
+        opened again (matched by inode and head) once it changes."""
+        src = self.sources.pop(fid)
+        try:
+            st = os.fstat(src.fd)
+            self.parked[src.path] = (fid, st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass  # cannot tell a change: opened again at the next look
+        src.close()
+        self.by_path.pop(src.path, None)
+        self._due.discard(fid)
+
+    def _unpark(self, path: str) -> bool:
+        """Whether a parked file is to be opened again: it changed. One renamed away or deleted
+        while closed continues in its copy (or its rest is counted lost), like any orphan."""
+        fid, size, mtime = self.parked[path]
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            st = None
+        entry = self.entries.get(fid)
+        same = entry is not None and st is not None and (st.st_dev, st.st_ino) == (entry.dev, entry.ino)
+        if same and (st.st_size, st.st_mtime_ns) == (size, mtime):
+            return False
+        del self.parked[path]
+        if entry is not None and not same and fid not in self.sources:
+            self._resume_orphan(entry)
+        return st is not None
+
+    def open_waiting(self) -> None:
+        """Open the files waiting for a slot, longest waiting first, while there is room."""
+        for path in sorted(self.waiting, key=self.waiting.get):
+            if len(self.sources) >= self.cfg.max_open_files:
+                return
+            self.waiting.pop(path)
+            self.changed(path)
+
+    def _unreadable(self, path: str, e: OSError) -> None:
+        """A file that cannot be opened or read now: reported once per error, retried on every rescan."""
+        error = e.strerror or str(e)
+        if self.unreadable.get(path) != error:
+            denied = e.errno in (errno.EACCES, errno.EPERM)
+            log.warn("file_unreadable", "cannot read log file; retrying on every rescan", path=path, error=error,
+                     hint="the agent needs read access (CAP_DAC_READ_SEARCH)" if denied
+                     else "the file system or disk failed (see dmesg); other files keep shipping")
+        self.unreadable[path] = error
+
+    def _readable(self, path: str) -> None:
+        if self.unreadable.pop(path, None) is not None:
+            log.info("file_readable", "log file readable again; reading on", path=path)
+
+    def _refuse(self, path: str, reason: str) -> None:
+        """Report a path the jail refused, once per reason; it is never read."""
+        if self.refused.get(path) != reason:
+            log.warn("file_refused", "not reading a path that is not a regular file under the log root",
+                     path=path, reason=reason,
+                     hint="the agent opens only regular files under inputs.root or inputs.extra_paths, through "
+                          "no symbolic link; remove the link, FIFO or device, or list the real file in extra_paths")
+            self.refused[path] = reason
 
     def _lost(self, entry: Entry, n: int, end: int) -> None:
         """Count [end, end + n) as lost; the entry's size becomes `end`, so a restart does
@@ -323,10 +426,28 @@ class Reader:
         return chunk
 
     def _read_plain(self, src: Source) -> bytes:
+        """The next bytes of a plain file; a read error (EIO) is reported and retried at the
+        next rescan, the file's position kept."""
         try:
-            st = os.fstat(src.fd)
-        except OSError:
+            data = self._read_plain_at(src)
+        except OSError as e:
+            if e.errno != errno.EINTR:
+                self._read_failed(src, e)
             return b""
+        if self.failing.pop(src.fid, None) is not None:
+            log.info("file_readable", "log file readable again; reading on", path=src.reading_from or src.path)
+        return data
+
+    def _read_failed(self, src: Source, e: OSError) -> None:
+        error = e.strerror or str(e)
+        if self.failing.get(src.fid) != error:
+            log.warn("read_failed", "reading a log file failed; its position is kept and it is retried on every rescan",
+                     path=src.reading_from or src.path, offset=src.pos, error=error,
+                     hint="the file system or disk failed (see dmesg); other files keep shipping")
+        self.failing[src.fid] = error
+
+    def _read_plain_at(self, src: Source) -> bytes:
+        st = os.fstat(src.fd)
         # The head is checked on every read of a live file, not only when it grows past the
         # size last seen: truncated and rewritten up to anywhere between our position and that
         # size (a reader that is behind), the file would otherwise be read on at the old offset.
@@ -339,12 +460,7 @@ class Reader:
             self.entries[src.fid].size = st.st_size
         if st.st_size == src.pos:
             return b""
-        try:
-            data = src.pread(min(self.cfg.chunk_bytes, st.st_size - src.pos))
-        except OSError as e:
-            if e.errno != errno.EINTR:
-                log.warn("read_failed", "reading a log file failed; will retry", path=src.path, error=e.strerror)
-            return b""
+        data = src.pread(min(self.cfg.chunk_bytes, st.st_size - src.pos))
         if data and src.live and not self._head_ok(src):
             self._truncated(src, st.st_mtime)  # truncated between the check and the read: the data may be new
             return b""
@@ -407,3 +523,11 @@ class Reader:
     def close_all(self) -> None:
         for src in self.sources.values():
             src.close()
+
+
+def _devino(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)

@@ -9,9 +9,8 @@ head, never trusted by its name.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from agent import identity
 from agent.identity import Head
 from agent.registry import Entry
 
@@ -42,7 +41,8 @@ def plain_first(cands: list[str]) -> list[str]:
     return sorted(cands, key=lambda c: c.endswith(".gz"))
 
 
-def owned_by_other(entries: Iterable[Entry], fid: str, path: str, cand: str, head: Head) -> bool:
+def owned_by_other(entries: Iterable[Entry], fid: str, path: str, cand: str, head: Head,
+                   head_of: Callable[[str], bytes | None]) -> bool:
     """Whether `cand` is another known file of `path` than `fid`: it has another entry's inode
     and head, or begins with another entry's longer head (a short head, of a young file, may
     begin other generations too)."""
@@ -54,7 +54,7 @@ def owned_by_other(entries: Iterable[Entry], fid: str, path: str, cand: str, hea
         if (e.dev, e.ino) != devino and e.head_len <= head.length:
             continue
         if data is None:
-            data = identity.path_head(cand, identity.HEAD_BYTES) or b""
+            data = head_of(cand) or b""
         if Head.of(data[: e.head_len]) == Head(e.head_len, e.head_hash):
             return True
     return False

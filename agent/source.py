@@ -7,10 +7,12 @@ Which file a source is, and what to do when it shrinks or moves, is the reader's
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from dataclasses import dataclass
 
+from agent.contain import Jail, Refused
 from agent.identity import Head
 
 # What a damaged gzip copy raises while it is read.
@@ -31,6 +33,7 @@ class Source:
     final: bool = False  # a rotated copy: its content will not grow
     size: int = 0
     reading_from: str = ""  # the path actually read, if not `path`
+    raw: io.BufferedReader | None = None  # a gzip copy's file: GzipFile does not close what it was given
 
     def pread(self, n: int) -> bytes:
         return os.pread(self.fd, n, self.pos)
@@ -45,16 +48,22 @@ class Source:
         if self.gz is not None:
             self.gz.close()
             self.gz = None
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
 
 
-def open_copy(fid: str, path: str, cand: str, head: Head, offset: int, now: float) -> Source | None:
-    """`cand` as a rotated copy of `path` positioned at `offset`, if it begins with `head`."""
+def open_copy(fid: str, path: str, cand: str, head: Head, offset: int, now: float, jail: Jail) -> Source | None:
+    """`cand` as a rotated copy of `path` positioned at `offset`, if it begins with `head`.
+    Raises Refused if the jail refuses it (a link, a FIFO, outside the root)."""
     try:
-        if cand.endswith(".gz"):
-            return _open_gz(fid, path, cand, head, offset, now)
-        fd = os.open(cand, os.O_RDONLY | os.O_CLOEXEC)
+        fd = jail.open(cand, copy_of=path)
+    except Refused:
+        raise
     except OSError:
         return None
+    if cand.endswith(".gz"):
+        return _open_gz(fid, path, cand, head, offset, now, fd)
     if Head.of(os.pread(fd, head.length, 0)) != head:
         os.close(fd)
         return None
@@ -63,15 +72,17 @@ def open_copy(fid: str, path: str, cand: str, head: Head, offset: int, now: floa
                   size=st.st_size, reading_from=cand)
 
 
-def _open_gz(fid: str, path: str, cand: str, head: Head, offset: int, now: float) -> Source | None:
-    gz = gzip.open(cand, "rb")
+def _open_gz(fid: str, path: str, cand: str, head: Head, offset: int, now: float, fd: int) -> Source | None:
+    st = os.fstat(fd)
+    raw = os.fdopen(fd, "rb")
+    gz = gzip.GzipFile(fileobj=raw, mode="rb")
     try:
         if Head.of(gz.read(head.length)) != head:
-            gz.close()
-            return None
+            raise EOFError("another head")
         gz.seek(offset)  # the uncompressed offset: a gzip is read from its start up to it
     except GZIP_ERRORS:
         gz.close()
+        raw.close()
         return None
-    st = os.stat(cand)
-    return Source(fid, path, False, None, gz, st.st_dev, st.st_ino, offset, now, final=True, reading_from=cand)
+    return Source(fid, path, False, None, gz, st.st_dev, st.st_ino, offset, now, final=True, reading_from=cand,
+                  raw=raw)

@@ -30,8 +30,9 @@ def test_overlong_line_is_cut_and_flagged_and_reading_goes_on():
 def test_overlong_partial_ships_its_head_once_and_drops_the_rest():
     f = Framer(0, 10)
     assert events(f.feed(b"y" * 25)) == [(0, b"y" * 10, [TRUNCATED])]
-    assert f.committable == 0  # its newline is not read yet: a restart re-sends the same event
+    assert f.committable == 25  # the offset moves on over what is dropped, newline or not
     assert events(f.feed(b"y" * 7)) == []
+    assert f.committable == 32 and not f.has_pending()
     got = events(f.feed(b"yyy\nafter\n"))
     assert got == [(36, b"after", [])]
     assert f.committable == 42
@@ -87,12 +88,47 @@ def test_committable_never_passes_an_open_event_or_partial_line(chunks, max_line
             # Every event is a (possibly cut) piece of the file at its offset...
             first = line.split(b"\n", 1)[0]
             assert data[off : off + len(first)] == first
-            # ...and none lies beyond what may be committed, except the head of an overlong
-            # line whose newline is not read yet (re-sent with the same id after a restart).
+            # ...and none lies beyond what may be committed.
             assert off <= f.committable
         # The partial line and the open multiline event are never committable.
         assert f.committable <= f.partial_at <= len(data)
         if f.ml is not None and f.ml.pending():
             assert f.committable <= f.ml.at
-        # Committing never cuts a line, unless an idle flush shipped a partial one.
-        assert f.committable == 0 or data[f.committable - 1 : f.committable] == b"\n" or i >= flush_at
+        # Committing never cuts a line, unless an idle flush shipped a partial one or an
+        # overlong line without its newline is being dropped.
+        assert (f.committable == 0 or data[f.committable - 1 : f.committable] == b"\n" or i >= flush_at
+                or f.discarding)
+
+
+def test_split_keeps_every_events_offset_and_flags():
+    lines = [b"a", b"bb", b"", b"dddd"]
+    plain = Frames(10, list(lines), flags={1: [TRUNCATED], 3: [TRUNCATED]})
+    given = Frames(10, list(lines), offsets=[10, 15, 40, 41], flags={0: ["multiline"]})
+    for frames in (plain, given):
+        every = [(frames.offset_of(i), frames.lines[i], frames.flags.get(i)) for i in range(len(frames))]
+        for n in range(len(frames) + 1):
+            head, rest = frames.split(n)
+            got = [(f.offset_of(i), f.lines[i], f.flags.get(i)) for f in (head, rest) for i in range(len(f))]
+            assert got == every
+            assert len(rest) == 0 or rest.start == every[n][0]
+    assert plain.offset_of(3) == 10 + len(b"a\n" b"bb\n" b"\n")
+
+
+def test_a_catastrophic_multiline_rule_takes_linear_time_and_frames_on():
+    """`^(a+)+$` against `aaaa...ab` backtracks for ages under Python's re; under RE2 the
+    line simply does not start an event."""
+    f = Framer(0, 1 << 20, MultilineConfig(start="^(a+)+$"))
+    evil = b"a" * 50_000 + b"b"
+    got = events(f.feed(b"aaa\n" + evil + b"\n" + b"aaaa\n")) + events(f.flush())
+    assert got == [(0, b"aaa\n" + evil, [MULTILINE]), (4 + len(evil) + 1, b"aaaa", [])]
+
+
+def test_check_config_refuses_patterns_that_need_backtracking():
+    import pytest
+
+    from agent.config import ConfigError, from_dict
+
+    for pattern, why in ((r"^(\w+) \1", "invalid escape sequence"), ("^(?=ERROR)", "invalid perl operator")):
+        rule = {"glob": "**", "format": "raw", "multiline": {"start": pattern}}
+        with pytest.raises(ConfigError, match=rf"^formats\[0\]\.multiline\.start: not a valid regular expression: {why}"):
+            from_dict({"formats": [rule]})

@@ -10,6 +10,7 @@ import pytest
 
 from agent import pipeline
 from agent.config import Config, ConfigError, FormatRule, MultilineConfig, from_dict
+from agent.rules import Rules
 
 
 class _NoSender:
@@ -110,3 +111,184 @@ def test_writes_are_found_by_polling_sizes_quiet_files_less_often(tmp_path):
     assert sorted(agent.reader.due()) == sorted(agent.reader.by_path.values())
     agent.turn()
     assert sorted(m for _, m in _documents(agent.batch.body)) == ["b0", "b1", "q0", "q1"]
+
+
+def test_a_chunk_of_blank_lines_is_split_into_batches_within_max_docs_max_bytes_and_the_budget(tmp_path):
+    """256 KiB of blank lines are 262,144 events in one chunk: batches stay within max_docs and
+    max_bytes (one document over at most), reading stops at the in-flight budget, and once
+    batches are acknowledged the rest follows; every offset once, the offset at the end."""
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    chunk = 256 * 1024
+    (job / "blank.log").write_bytes(b"\n" * chunk)
+    agent = _agent(tmp_path, lambda: 0.0)
+    agent.rules = Rules([])  # raw lines, no multiline rule
+    agent.start(watch=False)
+    cfg = agent.cfg.batch
+    sent, seen, held = agent.sender.batches, [], False
+    while True:
+        agent.turn()
+        held |= any(st.held is not None for st in agent.streams.values())
+        # Never more than the budget plus one batch (the one that spent it) read and unacknowledged.
+        assert agent.budget.used <= cfg.max_inflight_bytes + cfg.max_bytes + 1024
+        if not sent and agent.batch.docs:
+            agent.flush_batch()  # the last, partial batch (the flush timer is off)
+        if not sent:
+            break
+        for batch in sent:
+            assert batch.docs <= cfg.max_docs and len(batch.body) <= cfg.max_bytes + 1024
+            seen += [off for off, _msg in _documents(batch.body)]
+            agent._on_done(batch)  # acknowledged
+        sent.clear()
+    assert held, "the chunk's events outgrew the budget: the rest waited"
+    assert sorted(seen) == list(range(chunk)) and len(seen) == len(set(seen))
+    agent._settle_acks()
+    assert agent.entries[next(iter(agent.entries))].offset == chunk
+
+
+def _ack_all(agent) -> list[tuple[int, str]]:
+    docs = []
+    if agent.batch.docs or agent.batch.segments:
+        agent.flush_batch()
+    for batch in agent.sender.batches:
+        docs += _documents(batch.body)
+        agent._on_done(batch)
+    agent.sender.batches.clear()
+    agent._settle_acks()
+    return docs
+
+
+def test_an_overlong_line_without_newline_is_cut_flagged_and_its_offset_moves_on(tmp_path):
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    path = job / "big.log"
+    size = 5 * 1024 * 1024
+    path.write_bytes(b"first\n" + b"x" * size)
+    agent = _agent(tmp_path, lambda: 0.0, max_line_bytes=32 * 1024)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    while agent.turn():
+        pass
+    docs = _ack_all(agent)
+    assert docs == [(0, "first"), (6, "x" * 32 * 1024)]
+    (entry,) = agent.entries.values()
+    assert entry.offset == 6 + size  # not held at the line's start until a newline comes
+    with open(path, "ab") as f:
+        f.write(b"x" * 10 + b"\nnext\n")
+    agent.reader.changed(str(path))
+    while agent.turn():
+        pass
+    assert _ack_all(agent) == [(6 + size + 11, "next")]
+    assert entry.offset == path.stat().st_size
+
+
+def _doc_paths(body: bytearray) -> list[tuple[str, str]]:
+    lines = bytes(body).split(b"\n")[:-1]
+    return [(d["log.file.path"], d["message"]) for d in map(orjson.loads, lines[1::2])]
+
+
+def test_a_non_utf8_name_ships_shown_with_escapes_in_documents_offsets_and_logs(tmp_path, capsys):
+    """`bad\\xff.log` ships as `bad\\\\xff.log`: a name that is not UTF-8 has no JSON string of its own.
+    (Its registry entry is the registry's to write: not acknowledged here.)"""
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    bad = os.path.join(os.fsencode(job), b"bad\xff.log")
+    with open(bad, "wb") as f:
+        f.write(b"from a bad name\n")
+    agent = _agent(tmp_path, lambda: 0.0)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    agent.turn()
+    shown = str(job / "bad") + "\\xff.log"
+    assert _doc_paths(agent.batch.body) == [(shown, "from a bad name")]
+    rows = agent.offsets()
+    assert [(r.path, r.state, r.lag_bytes) for r in rows] == [(shown, "live", 16)]
+    assert orjson.loads(orjson.dumps([r.as_dict() for r in rows]))[0]["path"] == shown  # the /offsets body
+    from agent import log
+
+    log.warn("file_unreadable", "a test event", path=os.fsdecode(bad))
+    assert orjson.loads(capsys.readouterr().err.splitlines()[-1])["path"] == shown
+
+
+def test_a_read_error_is_reported_once_shown_and_retried_from_its_position(tmp_path, monkeypatch, capsys):
+    """EIO on one file is reported once, shown in offsets and health, retried at the next
+    rescan from the same position; the other file ships meanwhile."""
+    import errno
+
+    from agent import health
+    from agent.source import Source
+
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    (job / "good.log").write_bytes(b"good\n")
+    eio = job / "eio.log"
+    eio.write_bytes(b"one\ntwo\n")
+    failing = [True]
+    pread = Source.pread
+
+    def flaky(src, n):
+        if src.path == str(eio) and failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        return pread(src, n)
+
+    monkeypatch.setattr(Source, "pread", flaky)
+    agent = _agent(tmp_path, lambda: 0.0)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    for _ in range(3):
+        agent.turn()
+    agent.discovery.rescan_requested = True  # a rescan retries it: still failing, not reported again
+    agent.turn()
+    assert _doc_paths(agent.batch.body) == [(str(job / "good.log"), "good")]
+    _ack_all(agent)
+    rows = {r.path: r for r in agent.offsets()}
+    assert rows[str(eio)].state == "unreadable" and rows[str(eio)].reason == "Input/output error"
+    assert rows[str(eio)].offset == 0 and rows[str(eio)].lag_bytes == 8
+    assert any("cannot be read" in r and str(eio) in r for r in health.problems(agent.cfg.health, agent.offsets()))
+    failed = [orjson.loads(ln) for ln in capsys.readouterr().err.splitlines() if '"read_failed"' in ln]
+    assert len(failed) == 1 and failed[0]["path"] == str(eio) and failed[0]["hint"]
+
+    failing[0] = False  # the disk answers again: the next rescan reads on
+    agent.discovery.rescan_requested = True
+    agent.turn()
+    assert _doc_paths(agent.batch.body) == [(str(eio), "one"), (str(eio), "two")]
+    _ack_all(agent)
+    assert {r.path: r.state for r in agent.offsets()} == {str(job / "good.log"): "live", str(eio): "live"}
+    assert health.problems(agent.cfg.health, agent.offsets()) == []
+
+
+def test_files_beyond_max_open_files_all_get_their_turn_and_keep_their_offsets(tmp_path):
+    """10 files, 4 slots: idle files (all read acknowledged) are closed for waiting ones, and
+    opened again when they change, at their offset; every line once. A file that cannot get
+    a slot for long is a health reason."""
+    from agent import health
+
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    files = [job / f"f{i}.log" for i in range(10)]
+    for i, f in enumerate(files):
+        f.write_bytes(b"".join(b"f%d line %d\n" % (i, n) for n in range(5)))
+    agent = _agent(tmp_path, lambda: 0.0, max_open_files=4)
+    agent.rules = Rules([])
+    agent.start(watch=False)
+    assert len(agent.reader.waiting) == 6
+    stuck = health.problems(agent.cfg.health, [], waiting=agent.reader.waiting, now=time.time() + 301)
+    assert any("6 file(s) waiting for a reader slot" in r for r in stuck)
+
+    def run() -> list[tuple[int, str]]:
+        docs = []
+        for _ in range(20):
+            agent.turn()
+            docs += _ack_all(agent)
+            assert len(agent.reader.sources) <= 4
+        return docs
+
+    docs = run()
+    assert sorted(m for _off, m in docs) == sorted(f"f{i} line {n}" for i in range(10) for n in range(5))
+    assert not agent.reader.waiting and len(agent.entries) == 10
+    assert str(files[0]) in agent.reader.parked
+    with open(files[0], "ab") as f:  # long closed by now: opened again, read on from its offset
+        f.write(b"f0 more\n")
+    agent.discovery.rescan_requested = True
+    assert run() == [(files[0].stat().st_size - 8, "f0 more")]
+    assert all(e.offset == os.path.getsize(e.path) for e in agent.entries.values()) and len(agent.entries) == 10

@@ -6,8 +6,14 @@ import gzip
 import os
 
 from agent import identity, rotation
+from agent.config import InputsConfig
+from agent.contain import Jail
 from agent.identity import Head
 from agent.registry import Entry
+
+
+def _head_of(root):
+    return lambda cand: Jail.of(InputsConfig(root=str(root))).head(cand, identity.HEAD_BYTES)
 
 
 def _write(path, data: bytes, mtime: float) -> str:
@@ -54,26 +60,26 @@ def test_plain_first_keeps_listing_order_otherwise():
 
 
 def test_a_copy_with_another_entrys_inode_and_head_is_owned_by_it(tmp_path):
-    live = str(tmp_path / "x.log")
+    live, heads = str(tmp_path / "x.log"), _head_of(tmp_path)
     cand = _write(tmp_path / "x.log.1", b"first line of other\nmore\n", 100)
     st = os.stat(cand)
     mine = _entry("mine", live, b"first line of mine\n")
     other = _entry("other", live, b"first line of other\nmore\n", (st.st_dev, st.st_ino))
-    assert rotation.owned_by_other([mine, other], "mine", live, cand, Head(mine.head_len, mine.head_hash))
-    assert not rotation.owned_by_other([mine, other], "other", live, cand, Head(other.head_len, other.head_hash))
+    assert rotation.owned_by_other([mine, other], "mine", live, cand, Head(mine.head_len, mine.head_hash), heads)
+    assert not rotation.owned_by_other([mine, other], "other", live, cand, Head(other.head_len, other.head_hash), heads)
 
 
 def test_a_short_head_does_not_own_a_copy_that_begins_with_a_longer_known_head(tmp_path):
     """A young file's head ("L1") also begins later generations; a copy that begins with
     another entry's longer head is that entry's."""
-    live = str(tmp_path / "x.log")
+    live, heads = str(tmp_path / "x.log"), _head_of(tmp_path)
     cand = _write(tmp_path / "x.log.1.gz", b"L1|abc\nL2|def\n", 100)
     young = _entry("young", live, b"L1")
     grown = _entry("grown", live, b"L1|abc\nL2|def\n", (1, 1))
-    assert rotation.owned_by_other([young, grown], "young", live, cand, Head(young.head_len, young.head_hash))
+    assert rotation.owned_by_other([young, grown], "young", live, cand, Head(young.head_len, young.head_hash), heads)
     # Entries of other paths never own it.
     elsewhere = _entry("elsewhere", str(tmp_path / "y.log"), b"L1|abc\nL2|def\n", (1, 1))
-    assert not rotation.owned_by_other([young, elsewhere], "young", live, cand, Head(young.head_len, young.head_hash))
+    assert not rotation.owned_by_other([young, elsewhere], "young", live, cand, Head(young.head_len, young.head_hash), heads)
 
 
 def test_known_heads_and_begins_with_any():
