@@ -16,6 +16,7 @@ from collections import deque
 
 from agent import identity, metrics, registry
 from agent.batch import Batch, Segment
+from agent.contain import Jail
 from agent.identity import Head
 from agent.registry import Entry
 from agent.volume import Volume
@@ -26,8 +27,9 @@ VOLUME_SAVE_S = 60.0  # volume.json is statistics: rewritten at most this often,
 
 
 class Acker:
-    def __init__(self, entries: dict[str, Entry], state_dir: str, forget_after_s: float):
+    def __init__(self, entries: dict[str, Entry], state_dir: str, forget_after_s: float, jail: Jail):
         self.entries = entries
+        self.jail = jail  # copies are looked at only as the reader would: through the jail
         self.state_dir = state_dir
         self.forget_after_s = forget_after_s
         self.pending: dict[str, deque[Segment]] = {}
@@ -91,7 +93,7 @@ class Acker:
         now = time.time()
         if time.monotonic() >= self._next_forget:
             self._next_forget = time.monotonic() + FORGET_CHECK_S
-            for fid in forgettable(self.entries, self.pending, now, self.forget_after_s):
+            for fid in forgettable(self.entries, self.pending, now, self.forget_after_s, self.jail):
                 self.journal.retire(self.entries, fid, now)
                 self.dirty = True
         if self.dirty or force:
@@ -107,7 +109,7 @@ class Acker:
             self._volume_saved = time.monotonic()
 
 
-def forgettable(entries: dict[str, Entry], pending: dict, now: float, keep_lost_s: float) -> list[str]:
+def forgettable(entries: dict[str, Entry], pending: dict, now: float, keep_lost_s: float, jail: Jail) -> list[str]:
     """Entries that can never matter again: gone, drained and acknowledged to their end, idle
     for FORGET_AFTER_IDLE_S, with no lost bytes of the last `keep_lost_s` (health reports them),
     and no copy left on disk (a copy still there must keep its entry, or it would be read
@@ -123,14 +125,14 @@ def forgettable(entries: dict[str, Entry], pending: dict, now: float, keep_lost_
               and not (e.lost_bytes and now - e.lost_at < keep_lost_s)):
             drained.setdefault(e.path, []).append(e)
     for path, group in drained.items():
-        heads = _heads_beside(path)
+        heads = _heads_beside(path, jail)
         if heads is None:
             continue
         out.extend(e.fid for e in group if not any(Head.of(h[: e.head_len]) == Head(e.head_len, e.head_hash) for h in heads))
     return out
 
 
-def _heads_beside(path: str) -> list[bytes] | None:
+def _heads_beside(path: str, jail: Jail) -> list[bytes] | None:
     """The heads of the file at `path` and of every name beginning with it (its rotated
     copies); None when the directory cannot be listed or a head cannot be read: then
     nothing of that path is forgotten."""
@@ -151,7 +153,7 @@ def _heads_beside(path: str) -> list[bytes] | None:
             continue
         except OSError:
             return None
-        head = identity.path_head(cand, identity.HEAD_BYTES)
+        head = jail.head(cand, identity.HEAD_BYTES, copy_of=path)
         if head is None:
             if os.path.lexists(cand):
                 return None  # unreadable, or a gzip still being written: look again later

@@ -15,7 +15,8 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
+from types import MappingProxyType
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from agent import identity, log, metrics, rotation
@@ -38,8 +39,11 @@ class Chunk:
 
 class Reader:
     def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], job_of: Callable[[str], str], jail: Jail,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, retired: Mapping[str, object] = MappingProxyType({})):
         self.cfg = cfg
+        # Identities of forgotten generations: a new file must not take one's fid (its lines
+        # would be refused as that generation's documents).
+        self.retired = retired
         self.jail = jail
         self.entries = entries
         self.job_of = job_of
@@ -229,7 +233,7 @@ class Reader:
 
     def _new_entry(self, path: str, st: os.stat_result, head: bytes, salt: bool = False) -> Entry:
         fid = identity.new_fid(st.st_dev, st.st_ino, head)
-        if salt or fid in self.entries:
+        if salt or fid in self.entries or fid in self.retired:
             fid = identity.digest(b"%s:%d" % (fid.encode(), time.time_ns()))
         h = Head.of(head)
         now = time.time()

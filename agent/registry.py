@@ -362,7 +362,9 @@ class Journal:
         self.close()
         keep = sorted((r for r in self.retired.values() if now - r.at <= self.keep_retired_s and r.fid not in entries),
                       key=lambda r: r.at)
-        self.retired = {r.fid: r for r in keep[-MAX_RETIRED:]}
+        kept = {r.fid: r for r in keep[-MAX_RETIRED:]}
+        self.retired.clear()  # in place: the reader holds this dict
+        self.retired.update(kept)
         put, retired = list(entries.values()), list(self.retired.values())
         # In records of SNAPSHOT_RECORD entries, so that a look at the file stays readable.
         out = [frame(orjson.dumps({"version": VERSION}))]

@@ -10,11 +10,17 @@ from collections import deque
 
 from agent import ack, identity, offsets, registry
 from agent.ack import Acker, forgettable
+from agent.config import InputsConfig
+from agent.contain import Jail
 from agent.registry import Entry
 
 NOW = 1_800_000_000.0
 WEEK = 7 * 24 * 3600.0
 OLD = NOW - ack.FORGET_AFTER_IDLE_S - 1
+
+
+def _jail(root) -> Jail:
+    return Jail.of(InputsConfig(root=str(root)))
 
 
 def gen(path, content: bytes, fid: str, **kw) -> Entry:
@@ -42,17 +48,17 @@ def test_a_drained_generation_is_forgotten_only_once_its_copies_are_gone(tmp_pat
         f.write(A)
     (tmp_path / "other.log.1").write_bytes(A)  # another file's name: not a copy of x.log
     entries = {"a": drained(live, A, "a"), "b": drained(live, B, "b"), "c": gen(live, C, "c", size=len(C))}
-    assert forgettable(entries, {}, NOW, WEEK) == []
+    assert forgettable(entries, {}, NOW, WEEK, _jail(tmp_path)) == []
     (tmp_path / "x.log.1").rename(tmp_path / "x.log.1.tmp")  # a name beginning with x.log is looked at too
-    assert forgettable(entries, {}, NOW, WEEK) == []
+    assert forgettable(entries, {}, NOW, WEEK, _jail(tmp_path)) == []
     with gzip.open(tmp_path / "x.log.1.gz", "wb") as f:  # logrotate compressed it
         f.write(B)
     (tmp_path / "x.log.1.tmp").unlink()
-    assert forgettable(entries, {}, NOW, WEEK) == []
+    assert forgettable(entries, {}, NOW, WEEK, _jail(tmp_path)) == []
     (tmp_path / "x.log.2.gz").unlink()
-    assert forgettable(entries, {}, NOW, WEEK) == ["a"]
+    assert forgettable(entries, {}, NOW, WEEK, _jail(tmp_path)) == ["a"]
     (tmp_path / "x.log.1.gz").unlink()
-    assert sorted(forgettable(entries, {}, NOW, WEEK)) == ["a", "b"]  # never the live one
+    assert sorted(forgettable(entries, {}, NOW, WEEK, _jail(tmp_path))) == ["a", "b"]  # never the live one
 
 
 def test_what_still_matters_is_kept(tmp_path):
@@ -67,15 +73,15 @@ def test_what_still_matters_is_kept(tmp_path):
     }
     entries["lag"].offset = 10  # gone, but not all acknowledged: lag
     pending = {"pending": deque([object()])}
-    assert forgettable(entries, pending, NOW, WEEK) == ["lost-long-ago"]
+    assert forgettable(entries, pending, NOW, WEEK, _jail(tmp_path)) == ["lost-long-ago"]
     # As before, anything gone and untouched for keep_lost_s goes, whatever it holds.
     later = NOW + WEEK
-    assert sorted(forgettable(entries, {}, later, WEEK)) == ["lag", "lost-long-ago", "lost-recently", "pending", "young"]
+    assert sorted(forgettable(entries, {}, later, WEEK, _jail(tmp_path))) == ["lag", "lost-long-ago", "lost-recently", "pending", "young"]
 
 
 def test_a_directory_gone_takes_its_copies_with_it(tmp_path):
     entries = {"a": drained(tmp_path / "gone" / "x.log", A, "a")}
-    assert forgettable(entries, {}, NOW, WEEK) == ["a"]
+    assert forgettable(entries, {}, NOW, WEEK, _jail(tmp_path)) == ["a"]
 
 
 def test_when_a_copy_cannot_be_read_nothing_of_that_file_is_forgotten(tmp_path):
@@ -83,16 +89,16 @@ def test_when_a_copy_cannot_be_read_nothing_of_that_file_is_forgotten(tmp_path):
     os.mkfifo(tmp_path / "x.log.fifo")  # not a copy the reader reads; must not block
     (tmp_path / "x.log.d").mkdir()
     entries = {"a": drained(tmp_path / "x.log", A, "a"), "o": drained(tmp_path / "o.log", A, "o")}
-    assert forgettable(entries, {}, NOW, WEEK) == ["o"]
+    assert forgettable(entries, {}, NOW, WEEK, _jail(tmp_path)) == ["o"]
     (tmp_path / "x.log.1.gz").unlink()
-    assert sorted(forgettable(entries, {}, NOW, WEEK)) == ["a", "o"]
+    assert sorted(forgettable(entries, {}, NOW, WEEK, _jail(tmp_path))) == ["a", "o"]
 
 
 def test_a_short_head_that_begins_a_copy_keeps_its_entry(tmp_path):
     """A young file's short head may begin a later generation too: kept while such a copy is there."""
     (tmp_path / "x.log.1").write_bytes(A)
     entries = {"short": drained(tmp_path / "x.log", A[:10], "short")}
-    assert forgettable(entries, {}, NOW, WEEK) == []
+    assert forgettable(entries, {}, NOW, WEEK, _jail(tmp_path)) == []
 
 
 def test_the_acker_retires_what_can_be_forgotten_and_offsets_still_show_what_matters(tmp_path):
@@ -108,9 +114,9 @@ def test_the_acker_retires_what_can_be_forgotten_and_offsets_still_show_what_mat
         "live": gen(live, C, "live", size=len(C), offset=len(C), caught_up_at=idle, updated_at=idle),
     }
     entries["lag"].offset = 10
-    before = {(r.path, r.fid, r.state, r.lag_bytes, r.lost_bytes) for r in offsets.view(list(entries.values()))}
+    before = {(r.path, r.fid, r.state, r.lag_bytes, r.lost_bytes) for r in offsets.view(list(entries.values()), _jail(tmp_path))}
     assert {f for _, f, _, _, _ in before} == {"lost", "lag", "live"}
-    acker = Acker(entries, str(state), WEEK)
+    acker = Acker(entries, str(state), WEEK, _jail(tmp_path))
     acker.checkpoint()
     assert set(entries) == {"lost", "lag", "live"}
     old = drained(live, A, "old")
@@ -118,8 +124,28 @@ def test_the_acker_retires_what_can_be_forgotten_and_offsets_still_show_what_mat
                                                      acker.retired["old"].at)}
     on_disk = registry.load_state(str(state))
     assert on_disk.entries == entries and set(on_disk.retired) == {"old"}
-    assert {(r.path, r.fid, r.state, r.lag_bytes, r.lost_bytes) for r in offsets.view(list(entries.values()))} == before
+    assert {(r.path, r.fid, r.state, r.lag_bytes, r.lost_bytes) for r in offsets.view(list(entries.values()), _jail(tmp_path))} == before
     # Looked at again only after FORGET_CHECK_S: the next checkpoint forgets nothing.
     entries["gone-now"] = drained(live, b"another generation\n" * 20, "gone-now", updated_at=idle)
     acker.checkpoint(force=True)
     assert "gone-now" in entries and "gone-now" in registry.load(str(state))
+
+
+def test_a_new_file_never_takes_the_fid_of_a_forgotten_generation(tmp_path):
+    """Same device, inode and first line as a generation forgotten since (copytruncate): its
+    derived fid is retired, so it gets a salted one, or its lines would be refused as 409s."""
+    from agent.config import ReaderConfig
+    from agent.reader import Reader
+
+    f = tmp_path / "x.log"
+    f.write_bytes(b"first line\n")
+    st = f.stat()
+    fid = identity.new_fid(st.st_dev, st.st_ino, b"first line\n")
+    fresh = Reader(ReaderConfig(), {}, lambda p: "", _jail(tmp_path))
+    fresh.start([str(f)])
+    assert list(fresh.sources) == [fid]
+    fresh.close_all()
+    reader = Reader(ReaderConfig(), {}, lambda p: "", _jail(tmp_path), retired={fid: object()})
+    reader.start([str(f)])
+    assert len(reader.sources) == 1 and fid not in reader.sources
+    reader.close_all()

@@ -78,7 +78,7 @@ def test_state_dir_and_the_files_the_agent_writes_are_its_own(tmp_path):
     agent.acker.checkpoint(force=True)
     state = tmp_path / "state"
     assert state.stat().st_mode & 0o777 == 0o700
-    for name in ("agent-id", "registry.json", "volume.json"):
+    for name in ("agent-id", "registry.log", "volume.json"):
         assert (state / name).stat().st_mode & 0o777 == 0o600, name
 
 

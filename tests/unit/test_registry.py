@@ -265,8 +265,8 @@ def test_a_version_1_registry_written_by_the_old_code_is_imported_then_removed(t
 def test_after_the_upgrade_the_reader_carries_on_where_the_old_agent_stopped(tmp_path):
     """A file half shipped by the old agent: the new reader resumes at its offset, same fid."""
     from agent import identity
-    from agent.config import ReaderConfig
-    from agent.frame import Framer
+    from agent.config import InputsConfig, ReaderConfig
+    from agent.contain import Jail
     from agent.reader import Reader
 
     log_dir = tmp_path / "log" / "job"
@@ -284,9 +284,9 @@ def test_after_the_upgrade_the_reader_carries_on_where_the_old_agent_stopped(tmp
     registry_v1.save(str(state), old, forget_after_s=3600)
 
     entries = registry.load(str(state))
-    reader = Reader(ReaderConfig(), entries, lambda path, off: Framer(off, 1024, None), lambda p: "job")
+    reader = Reader(ReaderConfig(), entries, lambda p: "job", Jail.of(InputsConfig(root=str(tmp_path / "log"))))
     reader.start([str(f)])
     assert list(reader.sources) == [fid] and reader.sources[fid].pos == offset
-    chunk = reader.read(reader.sources[fid])
+    chunk = reader.read(fid)
     assert chunk.base == offset and chunk.data == b"line two\nline three\n"
     reader.close_all()
