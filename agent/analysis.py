@@ -1,16 +1,18 @@
 """How log text is analysed, so an operator finds an event by the word they remember.
 
 Log text is full of joined identifiers: `java.lang.NullPointerException`, `UaaTokenServices.java:412`,
-`CF-ServiceBrokerBadResponse`, `/v3/apps`, `api.sys.example.com`, request guids. The standard analyzer
-keeps most of them as one token, so `NullPointerException` alone finds nothing. Two variants, chosen at
+`org.cloudfoundry.identity.uaa.zone.IdentityZoneHolder.get`, `api.sys.example.com`. The standard
+analyzer keeps such a name as one token, so `NullPointerException` alone finds nothing; and it splits
+guids and `CF-` codes at dashes, so an unquoted guid matches every event sharing one of its parts. Two variants, chosen at
 template install by what the cluster can do:
 
 - `identifiers` (clusters with the analysis-common module, i.e. every default distribution): one field.
   Each identifier is indexed whole and as its parts (every alphanumeric run, dash-, dot- and
-  underscore-joined runs), all at the identifier's position; a query keeps what the operator typed
-  whole. So a part, the whole name, a guid and a phrase each match exactly what contains them.
+  underscore-joined runs, a frame's class and Class.method), all at the identifier's position; a query
+  keeps what the operator typed whole. So a part, the whole name, a guid and a phrase each match
+  exactly what contains them. Checked with Lucene's own classes in tests/unit/test_analysis_lucene.py.
 - `core` (the minimal distribution: standard, simple, whitespace, keyword, stop analyzers only): the
-  field keeps the standard analyzer (whole names, phrases, numbers, guids as today) and gains a
+  field keeps the standard analyzer (whole names, phrases, numbers as before) and gains a
   `words` sub-field indexed by `simple` (letter runs: class and package names, parts of error codes)
   and searched by `standard`, so a typed whole name is not split into common words there. Digits are
   not in `words`: `Http11NioProtocol` is found by its full name only. Free text (Kibana's default)

@@ -239,7 +239,8 @@ CF_CLI = "cf/8.7.10+5b7ce3c.2024-04-04 (go1.21.5; amd64 linux)"
 # (instance group, index, job directory/file): {event name: event text}
 INCIDENT: dict[tuple[str, int, str], dict[str, str]] = {
     ("uaa", 0, "uaa/uaa.log"): {
-        "uaa_npe": uaa("00.123456", "http-nio-8080-exec-7", "ERROR", "UaaTokenServices", "Unable to create access token",
+        "uaa_npe": uaa("00.123456", "http-nio-8080-exec-7", "ERROR", "UaaAuthorizationEndpoint",
+                       "Unable to create access token",
                        "java.lang.NullPointerException: Cannot invoke \"org.cloudfoundry.identity.uaa.zone.IdentityZone"
                        ".getId()\" because the return value of \"org.cloudfoundry.identity.uaa.zone.IdentityZoneHolder.get()\""
                        " is null",
@@ -392,6 +393,8 @@ FREE_TEXT = [
     ('"NullPointerException: Cannot invoke"', NPE),
     ('"Connection is not available"', {"uaa_hikari"}),
     ('"exit status 2"', {"rep_failed"}),
+    # A route is a phrase of its segments: every path under it.
+    ('"/v2/service_instances"', {"cc0_started", "cc0_broker", "cc0_broker2", "cc1_broker", "nginx_put", "gr_cc"}),
 ]
 
 
@@ -439,6 +442,9 @@ README_QUERIES = [
     ("gorouter 5xx for one route",
      both(field("bosh.job", "gorouter"), field("url.domain", "shop.apps.example.com"),
           {"range": {"http.response.status_code": {"gte": 500}}}), {"gr_shop_502a", "gr_shop_502b"}),
+    ("gorouter 5xx for one path",
+     both(field("bosh.job", "gorouter"), field("url.domain", "shop.apps.example.com"),
+          {"range": {"http.response.status_code": {"gte": 500}}}, free('"/cart/items"')), {"gr_shop_502b"}),
     ("gorouter errors by kind", both(field("bosh.job", "gorouter"), free("endpoint_failure")),
      {"gr_shop_502a", "gr_shop_502b"}),
     ("one Diego container", free(f'"{CONTAINER}"'), {"rep_failed"}),
@@ -469,3 +475,29 @@ def test_stack_traces_are_whole_events_with_every_frame_searchable(es, incident)
     hits = es.search(index=index, query=free("AbstractTokenGranter"))["hits"]["hits"]
     assert [h["_source"]["message"] for h in hits] == [EVENTS["uaa_npe"]]
     assert "multiline" in hits[0]["_source"]["log.flags"]
+
+
+def _saved_query(object_id: str) -> str:
+    from agent import kibana
+
+    for line in kibana.OBJECTS.read_text().splitlines():
+        o = orjson.loads(line)
+        if o["id"] == object_id:
+            return orjson.loads(o["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+    raise AssertionError(object_id)
+
+
+def test_saved_searches_find_their_events(es, incident):
+    index, _ = incident
+    # Each saved KQL query, as Kibana sends it; the strings are checked so the two cannot drift apart.
+    assert _saved_query("log-shipper-stack-traces") == "log.flags: multiline and log.level: (error or fatal)"
+    traces = both(field("log.flags", "multiline"), {"bool": {"should": [field("log.level", "error"), field("log.level", "fatal")],
+                                                           "minimum_should_match": 1}})
+    assert found(es, index, traces) == {"uaa_npe", "uaa_zone", "uaa_hikari"}
+    assert found(es, index, both(traces, free("IdentityZoneHolder"))) == NPE
+
+    assert _saved_query("log-shipper-cc-error-codes") == "bosh.job: cloud_controller_ng and log.level: error and error_code"
+    codes = both(field("bosh.job", "cloud_controller_ng"), field("log.level", "error"), free("error_code"))
+    assert found(es, index, codes) == BROKER | {"cc0_notfound"}
+    assert found(es, index, both(codes, free("ServiceBrokerBadResponse"), field("bosh.instance.index", "0"))) == {
+        "cc0_broker", "cc0_broker2"}
