@@ -260,7 +260,7 @@ def _update_existing(es: Elasticsearch, target_name: str) -> str:
     gets the core variant's `words` sub-fields, which need only built-in analyzers."""
     if not es.indices.exists(index=target_name):
         return ""
-    indices = es.indices.get_settings(index=target_name, name="index.analysis.analyzer.*").body.values()
+    indices = es.indices.get_settings(index=target_name).body.values()  # a data stream: its backing indices
     has_ours = all(analysis.TEXT_ANALYZER in _analyzers(i) for i in indices)
     variant = analysis.IDENTIFIERS if has_ours else analysis.CORE
     try:

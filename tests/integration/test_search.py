@@ -4,13 +4,15 @@ words operators remember (an exception, a class, an error code, a guid) find the
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from agent import analysis
+from agent import analysis, template
 from tests.support.agentproc import AgentProcess, all_messages, count, wait_caught_up, write_config
 
 IDS = {0: "11111111-0000-4000-8000-000000000000", 1: "22222222-0000-4000-8000-000000000001"}
@@ -317,7 +319,8 @@ assert len(NAMES) == len(EVENTS)
 
 @pytest.fixture(scope="module")
 def incident(es_node, es, tmp_path_factory):
-    """The incident's logs shipped by the real agent, one run per VM; the index and its search variant."""
+    """The incident's logs shipped by the real agent, one run per VM: the index, its search variant, the
+    directory with the agents' logs."""
     index = "logs-incident-" + tmp_path_factory.mktemp("x").name[-6:].lower().replace("_", "")
     tmp = tmp_path_factory.mktemp("incident")
     vms = sorted({(group, i) for group, i, _ in INCIDENT})
@@ -330,7 +333,7 @@ def incident(es_node, es, tmp_path_factory):
         _ship(es_node.url, root, tmp, index, i, group)
     assert count(es, index) == len(EVENTS)
     meta = es.indices.get_index_template(name=f"log-shipper-{index}")["index_templates"][0]["index_template"]["_meta"]
-    return index, analysis.BY_NAME[meta["search"]]
+    return index, analysis.BY_NAME[meta["search"]], tmp
 
 
 def found(es, index: str, query: dict) -> set[str]:
@@ -400,7 +403,7 @@ FREE_TEXT = [
 
 @pytest.mark.parametrize("typed, want", FREE_TEXT, ids=[t for t, _ in FREE_TEXT])
 def test_free_text_finds_exactly_the_events_with_that_word(es, incident, typed, want):
-    index, _ = incident
+    index, _, _ = incident
     assert found(es, index, free(typed)) == want
 
 
@@ -412,12 +415,12 @@ def test_free_text_finds_exactly_the_events_with_that_word(es, incident, typed, 
     ('"failed-creating-container"', {"rep_failed"}),
 ])
 def test_lucene_syntax_searches_the_same_default_fields(es, incident, typed, want):
-    index, _ = incident
+    index, _, _ = incident
     assert found(es, index, lucene(typed)) == want
 
 
 def test_field_queries_on_the_message(es, incident):
-    index, variant = incident
+    index, variant, _ = incident
     # On the minimal node a part is in message.words; where analysis-common is, message itself has it.
     words = "message.words" if variant is analysis.CORE else "message"
     assert found(es, index, field(words, "IdentityZoneHolder")) == NPE
@@ -455,12 +458,12 @@ README_QUERIES = [
 
 @pytest.mark.parametrize("what, query, want", README_QUERIES, ids=[w for w, _, _ in README_QUERIES])
 def test_readme_queries(es, incident, what, query, want):
-    index, _ = incident
+    index, _, _ = incident
     assert found(es, index, query) == want
 
 
 def test_readme_aggregations_who_calls_the_cc_api_and_the_noisiest_job(es, incident):
-    index, _ = incident
+    index, _, _ = incident
     res = es.search(index=index, size=0, query=both(field("bosh.job", "cloud_controller_ng"),
                                                     {"exists": {"field": "http.request.method"}}),
                     aggs={"ua": {"terms": {"field": "user_agent.original"}}})
@@ -471,7 +474,7 @@ def test_readme_aggregations_who_calls_the_cc_api_and_the_noisiest_job(es, incid
 
 
 def test_stack_traces_are_whole_events_with_every_frame_searchable(es, incident):
-    index, _ = incident
+    index, _, _ = incident
     hits = es.search(index=index, query=free("AbstractTokenGranter"))["hits"]["hits"]
     assert [h["_source"]["message"] for h in hits] == [EVENTS["uaa_npe"]]
     assert "multiline" in hits[0]["_source"]["log.flags"]
@@ -488,7 +491,7 @@ def _saved_query(object_id: str) -> str:
 
 
 def test_saved_searches_find_their_events(es, incident):
-    index, _ = incident
+    index, _, _ = incident
     # Each saved KQL query, as Kibana sends it; the strings are checked so the two cannot drift apart.
     assert _saved_query("log-shipper-stack-traces") == "log.flags: multiline and log.level: (error or fatal)"
     traces = both(field("log.flags", "multiline"), {"bool": {"should": [field("log.level", "error"), field("log.level", "fatal")],
@@ -501,3 +504,23 @@ def test_saved_searches_find_their_events(es, incident):
     assert found(es, index, codes) == BROKER | {"cc0_notfound"}
     assert found(es, index, both(codes, free("ServiceBrokerBadResponse"), field("bosh.instance.index", "0"))) == {
         "cc0_broker", "cc0_broker2"}
+
+
+def test_setup_and_the_agent_log_say_which_search_analysis_the_cluster_got(es, es_node, incident, index_name, tmp_path):
+    _, variant, logs = incident
+    # The oracle is the node's module list, not the detection under test.
+    modules = {m["name"] for n in es.nodes.info(metric="plugins")["nodes"].values() for m in n["modules"]}
+    expected = analysis.IDENTIFIERS if "analysis-common" in modules else analysis.CORE
+    assert variant is expected
+    said = [orjson.loads(line)["msg"] for log in logs.glob("agent*.log") for line in log.read_text().splitlines()
+            if line.startswith("{") and orjson.loads(line)["event"] == "template"]
+    assert len(said) == len({(g, i) for g, i, _ in INCIDENT}) and all(f"search analysis {expected.name}" in m for m in said)
+    assert sum(m.startswith(f"index template installed v{template.VERSION}") for m in said) == 1
+
+    cfg = write_config(tmp_path / "c.json", es_node.url, tmp_path, tmp_path / "state", index_name)
+    setup = [sys.executable, "-m", "agent.cli", "setup", "--config", str(cfg)]
+    first = subprocess.run(setup, capture_output=True, text=True, check=True).stdout
+    reason = "analysis-common present" if expected is analysis.IDENTIFIERS else "no analysis-common on this cluster"
+    assert f"search analysis {expected.name} ({reason}): " in first
+    again = subprocess.run(setup, capture_output=True, text=True, check=True).stdout
+    assert again.startswith(f"up to date (v{template.VERSION})") and f"search analysis {expected.name}" in again
