@@ -10,6 +10,10 @@ way, its rounds alternating with the current template's, so both see the same lo
 After each template's last round: refresh, force-merge to one segment, and `_stats` primary store size
 divided by the document count, a figure that does not depend on when segments happened to merge.
 A real node (esnode.start(heap="1g"), or ES_URL). A measurement, not a test.
+
+An older version's body, e.g. v1 (commit 782ef38), for --compare:
+    git archive 782ef38 | tar -x -C /tmp/v1 && cd /tmp/v1 && PYTHONPATH=. python -c 'import json; from agent import
+    template; print(json.dumps(template.template_body("bench-index-cost*", False)))' > /tmp/v1-template.json
 """
 
 from __future__ import annotations
