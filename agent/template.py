@@ -5,7 +5,8 @@ VERSION in its `version` and `_meta`; `install` writes only when what the cluste
 so many agents starting at once do not fight, and a newer agent's template is never downgraded.
 
 Everything here works on the minimal Elasticsearch distribution (server + x-pack-core): `flattened`,
-data stream lifecycle and composable templates are core; ILM is used only when the cluster has it.
+data stream lifecycle and composable templates are core; ILM is used only when the cluster has it, and
+the text analysis that finds words inside identifiers is picked by what the cluster has (agent/analysis.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
+from agent import analysis
+from agent.analysis import Variant
 from agent.formats._common import DATA_DEPTH_LIMIT
 
-VERSION = 1
+# 2: words inside identifiers are searchable (issue 16).
+VERSION = 2
 MANAGED_BY = "log-shipper"
 # Above the stack's built-in `logs-*-*` template (priority 100), which would otherwise claim logs-bosh-*.
 PRIORITY = 200
@@ -32,8 +36,8 @@ def _kw(ignore_above: int = 1024) -> dict:
 _DATE = {"type": "date"}
 _LONG = {"type": "long"}
 _INT = {"type": "integer"}
-# Log text is searched, not ranked: norms would only cost disk.
-_TEXT = {"type": "text", "norms": False}
+# Log text; its analysis (analyzers, sub-fields) comes from the cluster's variant, see properties().
+_TEXT = {"type": "text"}
 # Component `data` objects: any keys, all values as keywords, one mapping entry however many keys appear.
 _DATA = {"type": "flattened", "depth_limit": DATA_DEPTH_LIMIT, "ignore_above": 1024}
 
@@ -109,7 +113,11 @@ FIELDS: dict[str, dict] = {
 }
 
 
-def properties() -> dict:
+TEXT_FIELDS = [name for name, spec in FIELDS.items() if spec["type"] == "text"]
+KEYWORD_FIELDS = [name for name, spec in FIELDS.items() if spec["type"] == "keyword"]
+
+
+def properties(variant: Variant) -> dict:
     """FIELDS as nested `properties`, the shape Elasticsearch returns and expects."""
     root: dict = {}
     for dotted, spec in FIELDS.items():
@@ -117,8 +125,14 @@ def properties() -> dict:
         node = root
         for p in parents:
             node = node.setdefault(p, {"properties": {}})["properties"]
-        node[leaf] = dict(spec)
+        node[leaf] = dict(variant.text) if spec is _TEXT else dict(spec)
     return root
+
+
+def search_settings(variant: Variant) -> dict:
+    """What free text without a field (Kibana's default) searches: never numbers or dates, which a
+    non-lenient query_string would refuse to parse a word for."""
+    return {"index.query.default_field": variant.default_fields(TEXT_FIELDS, KEYWORD_FIELDS)}
 
 
 def template_name(target_name: str) -> str:
@@ -126,16 +140,24 @@ def template_name(target_name: str) -> str:
 
 
 def template_body(
-    pattern: str, data_stream: bool, *, ilm_policy: str | None = None, retention: str = DEFAULT_RETENTION
+    pattern: str,
+    data_stream: bool,
+    *,
+    variant: Variant = analysis.CORE,
+    ilm_policy: str | None = None,
+    retention: str = DEFAULT_RETENTION,
 ) -> dict:
     settings: dict[str, Any] = {
         # Logs compress well and are read rarely: disk matters more than the CPU to decompress.
         "index.codec": "best_compression",
         "index.number_of_shards": 1,
+        **search_settings(variant),
     }
+    if variant.settings:
+        settings["analysis"] = variant.settings
     template: dict[str, Any] = {
         "settings": settings,
-        "mappings": {"dynamic": False, "date_detection": False, "properties": properties()},
+        "mappings": {"dynamic": False, "date_detection": False, "properties": properties(variant)},
     }
     if ilm_policy:
         settings["index.lifecycle.name"] = ilm_policy
@@ -145,7 +167,7 @@ def template_body(
         "index_patterns": [pattern],
         "priority": PRIORITY,
         "version": VERSION,
-        "_meta": {"managed_by": MANAGED_BY, "version": VERSION},
+        "_meta": {"managed_by": MANAGED_BY, "version": VERSION, "search": variant.name},
         "template": template,
     }
     if data_stream:
@@ -192,26 +214,36 @@ def install(es: Elasticsearch, target_kind: str, target_name: str, *, retention:
         # ILM on a plain index without a rollover alias could only delete the whole index at once.
         notes.append("ILM present but target is a plain index: no policy attached; use a data stream for retention")
 
-    current = installed_version(es, name)
-    if current is not None and current >= VERSION:
+    variant, why = analysis.detect(es)
+    current, installed_search = _installed(es, name)
+    if current is not None and (current > VERSION or (current == VERSION and installed_search == variant.name)):
         status = f"up to date (v{current})"
+        notes.append(f"search analysis {installed_search or 'unknown'}")
     else:
-        es.indices.put_index_template(name=name, body=template_body(pattern, data_stream, ilm_policy=policy, retention=retention))
-        status = f"installed v{VERSION}" + (f" (was v{current})" if current is not None else "")
+        body = template_body(pattern, data_stream, variant=variant, ilm_policy=policy, retention=retention)
+        es.indices.put_index_template(name=name, body=body)
+        was = f" (was v{current}" + (f", search {installed_search}" if current == VERSION else "") + ")"
+        status = f"installed v{VERSION}" + (was if current is not None else "")
+        notes.append(f"search analysis {variant.name} ({why}): {variant.description}")
         notes.append(_update_existing(es, target_name))
     return "; ".join([status, *(n for n in notes if n)])
 
 
 def installed_version(es: Elasticsearch, name: str) -> int | None:
+    return _installed(es, name)[0]
+
+
+def _installed(es: Elasticsearch, name: str) -> tuple[int | None, str | None]:
+    """The installed template's version and search variant (None, None when there is none)."""
     try:
         found = es.indices.get_index_template(name=name)
     except NotFoundError:
-        return None
+        return None, None
     for t in found.get("index_templates", []):
         meta = t["index_template"].get("_meta") or {}
         v = meta.get("version", t["index_template"].get("version"))
-        return int(v) if isinstance(v, int) else 0
-    return None
+        return (int(v) if isinstance(v, int) else 0), meta.get("search")
+    return None, None
 
 
 def _install_policy(es: Elasticsearch, name: str, retention: str) -> str:
@@ -226,16 +258,27 @@ def _install_policy(es: Elasticsearch, name: str, retention: str) -> str:
 
 
 def _update_existing(es: Elasticsearch, target_name: str) -> str:
-    """A template applies to new indices only; add the new fields to a target that already exists."""
+    """A template applies to new indices only; add the new fields to a target that already exists.
+
+    Analyzers cannot be added to an open index, so an index made without the identifiers analyzers
+    gets the core variant's `words` sub-fields, which need only built-in analyzers."""
     if not es.indices.exists(index=target_name):
         return ""
+    indices = es.indices.get_settings(index=target_name).body.values()  # a data stream: its backing indices
+    has_ours = all(analysis.TEXT_ANALYZER in _analyzers(i) for i in indices)
+    variant = analysis.IDENTIFIERS if has_ours else analysis.CORE
     try:
-        es.indices.put_mapping(index=target_name, dynamic=False, properties=properties())
+        es.indices.put_mapping(index=target_name, dynamic=False, properties=properties(variant))
+        es.indices.put_settings(index=target_name, settings=search_settings(variant))
     except ApiError as e:
         # E.g. a field mapped dynamically before the template existed, with another type.
         reason = e.body.get("error", {}).get("reason") if isinstance(e.body, dict) else None
         return f"existing {target_name} keeps its old mapping ({reason or e.message}); the template applies to its next index"
-    return f"existing {target_name} mapping updated"
+    return f"existing {target_name} mapping updated (search analysis {variant.name})"
+
+
+def _analyzers(index_settings: dict) -> dict:
+    return index_settings.get("settings", {}).get("index", {}).get("analysis", {}).get("analyzer", {})
 
 
 def create_indices(es: Elasticsearch, names: list[str]) -> list[str]:

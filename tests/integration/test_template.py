@@ -6,7 +6,7 @@ import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
-from agent import template
+from agent import analysis, template
 from agent.formats import FORMATS
 from agent.formats._common import DATA_DEPTH_LIMIT
 from tests.unit import test_formats as samples
@@ -70,7 +70,8 @@ def test_install_is_idempotent_and_versioned(es, index_name, cleanup):
     assert again.startswith(f"up to date (v{template.VERSION})"), again
     got = es.indices.get_index_template(name=template.template_name(index_name))["index_templates"][0]
     assert got["index_template"]["index_patterns"] == [f"{index_name}*"]
-    assert got["index_template"]["_meta"] == {"managed_by": "log-shipper", "version": template.VERSION}
+    assert got["index_template"]["_meta"] == {"managed_by": "log-shipper", "version": template.VERSION,
+                                              "search": analysis.detect(es)[0].name}
     assert got["index_template"]["priority"] == template.PRIORITY
 
 
@@ -169,3 +170,17 @@ def test_install_reports_an_existing_index_it_cannot_fix(es, index_name, cleanup
     result = template.install(es, "index", index_name)
     assert result.startswith(f"installed v{template.VERSION}")
     assert "mapper [bosh.job] cannot be changed from type [text] to [keyword]" in result
+
+
+def test_an_index_made_before_v2_gains_word_search_for_documents_indexed_after(es, index_name, cleanup):
+    # What the v1 template made: message as standard-analysed text, no default fields.
+    es.indices.create(index=index_name, mappings={"dynamic": False, "properties": {"message": {"type": "text", "norms": False}}})
+    es.index(index=index_name, document={"message": "java.lang.NullPointerException: before"}, refresh=True)
+    result = template.install(es, "index", index_name)
+    assert f"existing {index_name} mapping updated (search analysis core)" in result
+    es.index(index=index_name, document={"message": "java.lang.NullPointerException: after"}, refresh=True)
+    hits = es.search(index=index_name, query={"multi_match": {"query": "NullPointerException", "lenient": True}})["hits"]["hits"]
+    assert [h["_source"]["message"] for h in hits] == ["java.lang.NullPointerException: after"]
+    assert es.count(index=index_name, query={"query_string": {"query": "java.lang.NullPointerException"}})["count"] == 2
+    default = es.indices.get_settings(index=index_name)[index_name]["settings"]["index"]["query"]["default_field"]
+    assert default == analysis.CORE.default_fields(template.TEXT_FIELDS, template.KEYWORD_FIELDS)
