@@ -22,7 +22,7 @@ from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.serializer import NdjsonSerializer
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
-from agent import log, metrics
+from agent import bulk, log, metrics
 from agent.batch import Batch
 from agent.config import Config, DeadLetterConfig, ElasticsearchConfig
 
@@ -308,12 +308,7 @@ class Sender:
             metrics.BULK_SECONDS.observe(time.monotonic() - t0)
         self.health.tls_failing = False
         self.health.last_success = time.time()
-        result = resp.body
-        if not result.get("errors"):
-            self.health.refused_since = None
-            self.pushback.succeeded()
-            return b"", []
-        return self._items(body, result["items"], jobs), []
+        return self._apply(bulk.classify(resp.body, body), jobs), []
 
     def _refused(self, status: int, detail: str) -> None:
         """Auth refused, or a write block (403 cluster_block_exception, e.g. disk full): temporary
@@ -354,46 +349,26 @@ class Sender:
             raise Retry(f"http_{status}", detail)
         raise Retry(f"http_{status}", detail)
 
-    def _items(self, body: bytes | bytearray, items: list[dict], jobs: dict[bytes, str]) -> bytes:
-        lines = bytes(body).split(b"\n")  # bytes: the ids below are dictionary keys
-        retry: list[bytes] = []
-        dead: list[tuple[bytes, dict]] = []
-        dupes = 0
-        pushed_back = False
-        refused: tuple[int, dict] | None = None
-        for i, item in enumerate(items):
-            res = next(iter(item.values()))
-            status = res.get("status", 0)
-            if status < 300:
-                continue
-            if status == 409:
-                dupes += 1
-                continue
-            action, source = lines[2 * i], lines[2 * i + 1]
-            if status == 429 or status >= 500:
-                pushed_back |= status == 429
-                retry += (action, source)
-            elif status in (401, 403):  # a write block or missing privilege: temporary, never dead
-                refused = refused or (status, res.get("error", {}))
-                retry += (action, source)
-            else:
-                dead.append((source, res.get("error", {})))
-                metrics.DEAD_LETTERED.labels(jobs.get(_fid_of(action), "")).inc()
-        if dupes:
-            metrics.DUPLICATES.inc(dupes)
-        if refused:
-            self._refused(refused[0], redact(str(refused[1]))[:300])
-        elif not retry:
+    def _apply(self, out: bulk.Outcome, jobs: dict[bytes, str]) -> bytes:
+        """Health, metrics, push-back and dead letters for one answer; returns what to send again."""
+        if out.duplicates:
+            metrics.DUPLICATES.inc(out.duplicates)
+        if out.refused:
+            self._refused(out.refused[0], redact(str(out.refused[1]))[:300])
+        elif not out.retry:
             self.health.refused_since = None
-        if dead:
+        if out.dead:
+            for d in out.dead:
+                metrics.DEAD_LETTERED.labels(jobs.get(_fid_of(d.action), "")).inc()
             log.warn("dead_lettered", "Elasticsearch refused documents for good; kept in the dead-letter target",
-                     count=len(dead), target=self.cfg.dead_letter.kind, first_error=redact(str(dead[0][1]))[:300])
-            self.dead.put(dead)
-        if pushed_back:
+                     count=len(out.dead), target=self.cfg.dead_letter.kind,
+                     first_error=redact(str(out.dead[0].error))[:300])
+            self.dead.put([(d.source, d.error) for d in out.dead])
+        if out.pushed_back:
             self.pushback.pushed_back()
         else:
             self.pushback.succeeded()
-        return b"\n".join(retry) + b"\n" if retry else b""
+        return out.retry_body
 
 
 def _fid_of(action: bytes) -> bytes:
