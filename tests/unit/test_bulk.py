@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agent.bulk import DeadLetter, classify, docs_in
+from agent.bulk import DeadLetter, OddAnswer, classify, docs_in
 
 
 def body_of(n: int) -> bytes:
@@ -101,3 +101,49 @@ def test_retry_body_is_a_valid_bulk_body_of_the_retried_documents():
 def test_docs_in_counts_action_source_pairs():
     assert docs_in(body_of(0)) == 0
     assert docs_in(bytearray(body_of(7))) == 7
+
+
+# --- answers that do not say what became of each document: never taken as indexed ------------
+
+
+@pytest.mark.parametrize("odd, why", [
+    ("<html><body>Service Unavailable</body></html>", "not a JSON object but text"),
+    (None, "not a JSON object but nothing"),
+    ([{"create": {"status": 201}}], "not a JSON object but list"),
+    ({"errors": True, "items": []}, "0 items for 2 documents"),
+    ({"errors": False}, "no items list"),
+    ({"errors": True, "items": None}, "no items list"),
+    ({"errors": False, "items": [{"create": {"status": 201}}] * 3}, "3 items for 2 documents"),
+    ({"errors": False, "items": [{"create": {"status": 201}}]}, "1 items for 2 documents"),
+    ({"errors": True, "items": [{"create": {"status": 201}}, {"create": {"error": {"type": "x"}}}]}, "item 1 of 2"),
+    ({"errors": True, "items": [{"create": {"status": "201"}}, {"create": {"status": 201}}]}, "item 0 of 2"),
+    ({"errors": True, "items": [{"create": {"status": 201}}, {"create": {"status": 100}}]}, "item 1 of 2"),
+    ({"errors": True, "items": [{"create": {"status": 201}}, {}]}, "item 1 of 2"),
+    ({"errors": True, "items": [{"create": {"status": 201}}, "201"]}, "item 1 of 2"),
+    ({"errors": True, "items": [{"create": {"status": 201}, "index": {"status": 201}}, {"create": {"status": 201}}]},
+     "item 0 of 2"),
+    ({"errors": True, "items": [{"create": {"status": 201}}, {"create": {"status": True}}]}, "item 1 of 2"),
+])
+def test_an_answer_that_does_not_account_for_every_document_is_odd(odd, why):
+    with pytest.raises(OddAnswer, match=why):
+        classify(odd, body_of(2))
+
+
+def test_an_odd_item_after_failed_ones_still_fails_the_whole_answer():
+    """Nothing is half-applied: dead letters before the odd item are not reported either."""
+    bad = answer(400, 429, 201)
+    bad["items"][2] = {"create": {}}
+    with pytest.raises(OddAnswer, match="item 2 of 3"):
+        classify(bad, body_of(3))
+
+
+def test_items_are_believed_over_the_errors_flag():
+    out = classify(answer(201, 429, errors=False), body_of(2))
+    assert out.indexed == 1 and out.retry == pair(1)
+
+
+def test_an_error_of_another_shape_is_kept_as_its_reason():
+    a = answer(400, 400)
+    a["items"][0]["create"]["error"] = "mapping failed"
+    del a["items"][1]["create"]["error"]
+    assert classify(a, body_of(2)).dead == [DeadLetter(*pair(0), {"reason": "mapping failed"}), DeadLetter(*pair(1), {})]
