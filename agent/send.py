@@ -12,9 +12,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import NoReturn
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
@@ -182,7 +182,7 @@ class DeadLetters:
             resp = self.es.perform_request(
                 "POST", "/_bulk", body=body, headers={"content-type": "application/json", "accept": "application/json"}
             )
-            return not resp.body.get("errors")
+            return isinstance(resp.body, dict) and resp.body.get("errors") is False  # else: keep them in the file
         except (ApiError, TransportError) as e:
             log.warn("dead_letter_index_failed", "dead-letter index refused; writing to the local file instead",
                      index=self.cfg.index, file=str(self.file), error=redact(str(e))[:300])
@@ -434,12 +434,15 @@ class Sender:
 
 
 def _halves(body: bytes | bytearray) -> list[bytes]:
-    """A bulk body cut in two at a document boundary; none for a single document."""
-    lines = bytes(body).split(b"\n")[:-1]
-    if len(lines) <= 2:
+    """A bulk body cut in two at a document boundary; none for a single document. Found with
+    find(), not split(): a split would hold every line of the batch as an object of its own."""
+    docs = bulk.docs_in(body)
+    if docs < 2:
         return []
-    half = (len(lines) // 4) * 2
-    return [b"\n".join(lines[:half]) + b"\n", b"\n".join(lines[half:]) + b"\n"]
+    cut = -1
+    for _ in range(docs // 2 * 2):
+        cut = body.find(b"\n", cut + 1)
+    return [bytes(body[: cut + 1]), bytes(body[cut + 1 :])]
 
 
 def _fid_of(action: bytes) -> bytes:

@@ -6,7 +6,8 @@ A real node (or `ES_URL`) sits behind the fault proxy. While 20 files grow at a 
 `--rate` lines/s, the proxy answers every `_bulk` request for `--seconds` each with: invalid
 JSON, an HTML page, an unknown content type, `{"errors":true,"items":[]}`, more and fewer items
 than documents and an item without status (the node's real answer, rewritten), a 400 MB
-answer, and an answer trickled one byte per second. The agent runs with its default settings
+answer (announced by its length, then chunked with no length), and an answer trickled one
+byte per second. The agent runs with its default settings
 (batching, reading, registry, request timeout). Its RSS (VmRSS, and the kernel's high-water
 mark VmHWM) is sampled from /proc twice a second. Then the proxy passes through and the run
 ends once every line is indexed exactly once and acknowledged. A measurement, not a test: it
@@ -42,6 +43,7 @@ MODES = {
     "fewer_items": lambda p: p.mangle(lambda r: {**r, "items": r["items"][:-1]}),
     "item_without_status": lambda p: p.mangle(lambda r: {**r, "items": [{"create": {}}] + r["items"][1:]}),
     "answer_400_mb": lambda p: p.huge(400 * MIB),
+    "answer_400_mb_chunked": lambda p: p.huge(400 * MIB, chunked=True),
     "trickle_1_byte_per_s": lambda p: p.trickle(1.0),
 }
 

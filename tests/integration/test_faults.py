@@ -413,6 +413,8 @@ ODD_ANSWERS = {
         lambda p: p.mangle(lambda r: {**r, "errors": False, "items": [{"create": {}}] + r["items"][1:]}),
         *UNUSABLE, forwarded=True),
     "answer_of_400_mb": OddCase(lambda p: p.huge(400 * MIB), "answer_too_large", "bulk_answer_too_large"),
+    "answer_of_400_mb_chunked": OddCase(lambda p: p.huge(400 * MIB, chunked=True),
+                                        "answer_too_large", "bulk_answer_too_large"),
     "answer_trickled_a_byte_at_a_time": OddCase(lambda p: p.trickle(0.5), "deadline", "bulk_deadline_passed"),
 }
 

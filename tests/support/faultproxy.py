@@ -190,9 +190,10 @@ class FaultProxy:
         `transform(the node's parsed answer)` as JSON instead of the node's answer."""
         self._set(_Fault("mangle", n, ("/_bulk",), transform=transform))
 
-    def huge(self, size: int, n: int | None = None) -> None:
-        """Answer the next n bulk requests with a `size`-byte JSON answer, streamed, unforwarded."""
-        self._set(_Fault("huge", n, ("/_bulk",), size=size))
+    def huge(self, size: int, chunked: bool = False, n: int | None = None) -> None:
+        """Answer the next n bulk requests with a `size`-byte JSON answer, streamed, unforwarded:
+        announced by its content-length, or (chunked) with no length up front."""
+        self._set(_Fault("huge_chunked" if chunked else "huge", n, ("/_bulk",), size=size))
 
     def trickle(self, interval: float, n: int | None = None) -> None:
         """Answer the next n bulk requests one byte every `interval` seconds, unforwarded."""
@@ -265,7 +266,7 @@ class FaultProxy:
                 fault = self._take(req.path)
                 if fault is not None and fault.kind == "drop":
                     return  # the request was read; closing now is a mid-request drop
-                if fault is not None and fault.kind in ("huge", "trickle"):
+                if fault is not None and fault.kind in ("huge", "huge_chunked", "trickle"):
                     self._stream(conn, fault)
                     return
                 if fault is not None and fault.kind == "status":
@@ -301,11 +302,20 @@ class FaultProxy:
     def _stream(self, conn: socket.socket, fault: _Fault) -> None:
         """A huge answer as fast as the client takes it, or any answer a byte at a time; until the
         client cuts the connection (the send fails) or the proxy stops."""
-        if fault.kind == "huge":
-            conn.sendall(_Response(200, "OK", list(PRODUCT_HEADERS), b"", str(fault.size)).encode())
+        if fault.kind in ("huge", "huge_chunked"):
+            chunked = fault.kind == "huge_chunked"
+            if chunked:
+                head = [f"{k}: {v}" for k, v in PRODUCT_HEADERS] + ["transfer-encoding: chunked"]
+                conn.sendall(("HTTP/1.1 200 OK\r\n" + "\r\n".join(head) + "\r\n\r\n").encode())
+            else:
+                conn.sendall(_Response(200, "OK", list(PRODUCT_HEADERS), b"", str(fault.size)).encode())
+
+            def frame(data: bytes) -> bytes:
+                return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+
             item = b'{"create":{"status":201}},'
-            chunk = item * (65536 // len(item))
-            conn.sendall(b'{"errors":false,"items":[')
+            chunk = frame(item * (65536 // len(item)))
+            conn.sendall(frame(b'{"errors":false,"items":['))
             for _ in range(fault.size // len(chunk)):
                 if self._stopping.is_set():
                     return

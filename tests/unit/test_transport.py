@@ -90,15 +90,19 @@ def test_a_normal_answer_passes_and_its_connection_is_reused(serve):
     assert srv.connections == 1
 
 
-def test_an_answer_past_the_cap_is_not_read_to_the_end(serve):
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_answer_past_the_cap_is_not_read_to_the_end(serve, chunked):
     sent = []
 
     def huge(conn: socket.socket, stop: threading.Event) -> None:
         total = 400 * 1024 * 1024
-        conn.sendall(_head(total))
+        if chunked:
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        else:
+            conn.sendall(_head(total))
         chunk = b" " * 65536
         for _ in range(total // len(chunk)):
-            conn.sendall(chunk)
+            conn.sendall(b"10000\r\n" + chunk + b"\r\n" if chunked else chunk)
             sent.append(len(chunk))
 
     srv = serve(huge)
