@@ -25,7 +25,8 @@ MAX_CONNECTIONS = 8
 
 def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | None = None,
              refused_reason: str = "", stuck_for: float = 0.0, now: float | None = None,
-             unlisted_dirs: dict[str, str] | None = None, waiting: dict[str, float] | None = None) -> list[str]:
+             unlisted_dirs: dict[str, str] | None = None, waiting: dict[str, float] | None = None,
+             last_error: str = "") -> list[str]:
     """Why the agent is unhealthy; empty when healthy. Each reason says what to look at."""
     now = time.time() if now is None else now
     out = []
@@ -54,7 +55,8 @@ def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | 
     if refused_since is not None and now - refused_since > cfg.refused_for_s:
         out.append(f"Elasticsearch has refused writes for {now - refused_since:.0f}s: {refused_reason}")
     if stuck_for > cfg.max_lag_age_s:
-        out.append(f"no bulk request has succeeded for {stuck_for:.0f}s while documents wait")
+        why = f"; last error: {last_error}" if last_error else ""
+        out.append(f"no bulk request has succeeded for {stuck_for:.0f}s while documents wait{why}")
     return out
 
 

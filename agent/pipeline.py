@@ -151,7 +151,7 @@ class Agent:
         since = max(sh.last_success or 0.0, self.sender.waiting_since)
         stuck = time.time() - since if self.sender.in_flight else 0.0
         return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck,
-                               unlisted_dirs=self.discovery.unlisted, waiting=dict(self.reader.waiting))
+                               unlisted_dirs=self.discovery.unlisted, waiting=dict(self.reader.waiting), last_error=sh.last_error)
 
     # -- start, run, stop ---------------------------------------------------------------
 

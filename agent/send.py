@@ -14,20 +14,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, TlsError, TransportError
-from elasticsearch import ApiError, Elasticsearch
-from elasticsearch.serializer import NdjsonSerializer
+from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
+from elasticsearch import ApiError, Elasticsearch, UnsupportedProductError
+from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
-from agent import log, metrics, template
+from agent import bulk, log, metrics, template
 from agent.batch import Batch
 from agent.config import Config, DeadLetterConfig, ElasticsearchConfig
+from agent.transport import AnswerTooLarge, BoundedNode, DeadlinePassed
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
-_CREDENTIALS = re.compile(r"(//)[^/@\s]+@")
+_CREDENTIALS = re.compile(r"(//)[^/\s]*@")  # userinfo up to its last @: passwords may hold one
 
 
 def redact(text: str) -> str:
@@ -57,10 +59,25 @@ class _BulkBytes(NdjsonSerializer):
         return data if isinstance(data, (bytes, bytearray)) else super().dumps(data)
 
 
+class _Json(JsonSerializer):
+    """Answers that are not JSON are named by their size and the parser's complaint: the stock
+    serializer puts the whole answer into the error message (several times its size in memory)."""
+
+    def loads(self, data: bytes):
+        if data == b"":
+            return None
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise SerializationError(f"answer is not JSON ({len(data)} bytes): {e}") from None
+
+
 def client(cfg: ElasticsearchConfig) -> Elasticsearch:
     kw: dict = dict(
         hosts=cfg.hosts,
-        serializers={"application/x-ndjson": _BulkBytes()},
+        node_class=BoundedNode,  # answers size-capped, a total deadline per request
+        serializers={"application/x-ndjson": _BulkBytes(), "application/json": _Json(),
+                     "application/vnd.elasticsearch+json": _Json()},
         request_timeout=cfg.request_timeout_s,
         http_compress=cfg.compression,
         # The client fails over to the next host on connection errors; backoff is ours.
@@ -165,7 +182,7 @@ class DeadLetters:
             resp = self.es.perform_request(
                 "POST", "/_bulk", body=body, headers={"content-type": "application/json", "accept": "application/json"}
             )
-            return not resp.body.get("errors")
+            return isinstance(resp.body, dict) and resp.body.get("errors") is False  # else: keep them in the file
         except (ApiError, TransportError) as e:
             log.warn("dead_letter_index_failed", "dead-letter index refused; writing to the local file instead",
                      index=self.cfg.index, file=str(self.file), error=redact(str(e))[:300])
@@ -193,6 +210,7 @@ class Sender:
         self.waiting_since = 0.0  # when in_flight last rose from zero
         self._setup_done = False
         self._setup_lock = threading.Lock()
+        self._bad_answer_logged = ""  # the last kind of bad answer logged, until the next good answer
 
     def start(self) -> None:
         for t in self._threads:
@@ -349,25 +367,64 @@ class Sender:
                     "POST", "/_bulk", body=body, params=BULK_PARAMS,
                     headers={"content-type": "application/x-ndjson", "accept": "application/json"},
                 )
+            out = bulk.classify(resp.body, body)
+        except UnsupportedProductError as e:  # a 2xx without Elasticsearch's product header
+            self._unusable(f"{describe(e)} (http {e.meta.status}, content-type {e.meta.mimetype})")
         except ApiError as e:
             return self._whole_request_failed(e.meta.status, e, body)
         except TlsError as e:
             self._tls_failed(e)
             raise Retry("tls", describe(e)) from None
         except (TransportConnectionError, ConnectionTimeout) as e:
-            self.health.last_error = describe(e)
-            raise Retry("connection", describe(e)) from None
+            return self._no_answer(e, body)
+        except (SerializationError, bulk.OddAnswer) as e:
+            self._unusable(describe(e))
         finally:
             metrics.BULK_SECONDS.observe(time.monotonic() - t0)
         self.health.tls_failing = False
         self.health.last_success = time.time()
-        result = resp.body
-        if not result.get("errors"):
-            if not status:
-                self.health.refused_since = None
-            self.pushback.succeeded()
-            return b"", []
-        return self._items(body, result["items"], jobs), []
+        self._bad_answer_logged = ""
+        return self._apply(out, jobs, status), []
+
+    def _unusable(self, detail: str) -> NoReturn:
+        """An answer that does not say what became of each document: none is taken as indexed,
+        the whole request goes again (documents that did get in come back as 409 duplicates)."""
+        self.health.last_error = f"unusable answer to _bulk: {detail}"
+        self._log_bad_answer("bulk_answer_unusable", "Elasticsearch's answer to a bulk request does not say what "
+                             "became of each document; nothing counted as indexed, sending the batch again",
+                             detail=detail, hint="check what answers at elasticsearch.hosts: a proxy, load balancer "
+                             "or other service in front of Elasticsearch, or a node that is not Elasticsearch")
+        raise Retry("unusable_answer", detail) from None
+
+    def _log_bad_answer(self, event: str, msg: str, level: Callable = log.error, **fields) -> None:
+        """Once per kind and episode: bulk_retry keeps counting the attempts."""
+        if self._bad_answer_logged != event:
+            self._bad_answer_logged = event
+            level(event, msg, hosts=[redact(h) for h in self.cfg.elasticsearch.hosts], **fields)
+
+    def _no_answer(self, e: TransportError, body: bytes) -> tuple[bytes, list[bytes]]:
+        """No (complete) answer: the connection failed, the deadline passed, or the answer was too large."""
+        detail = describe(e)
+        self.health.last_error = detail
+        root = e.__cause__  # what the node raised from (the transport rewrites `errors` on failover)
+        if isinstance(root, AnswerTooLarge):
+            halves = _halves(body)
+            self._log_bad_answer("bulk_answer_too_large", "Elasticsearch's answer to a bulk request was too large "
+                                 "to read; nothing counted as indexed, sending the batch again in halves",
+                                 docs=bulk.docs_in(body), detail=detail,
+                                 hint="an answer this large is not Elasticsearch's filtered bulk answer: check what "
+                                      "answers at elasticsearch.hosts, or lower batch.max_docs")
+            if halves:
+                return b"", halves
+            raise Retry("answer_too_large", detail) from None
+        if isinstance(root, DeadlinePassed):
+            self._log_bad_answer("bulk_deadline_passed", "no complete answer to a bulk request within its deadline; "
+                                 "nothing counted as indexed, sending the batch again", level=log.warn, detail=detail,
+                                 hint="Elasticsearch, or something in front of it, answers too slowly: check its load "
+                                      "and the network; raise elasticsearch.request_timeout_s only if big batches "
+                                      "legitimately take longer")
+            raise Retry("deadline", detail) from None
+        raise Retry("connection", detail) from None
 
     def _refused(self, status: int, detail: str) -> None:
         """Auth refused, or a write block (403 cluster_block_exception, e.g. disk full): temporary
@@ -397,12 +454,11 @@ class Sender:
         detail = redact(str(e))[:300]
         self.health.last_error = detail
         if status == 413:
-            lines = body.split(b"\n")[:-1]
-            if len(lines) > 2:
-                half = (len(lines) // 4) * 2
+            halves = _halves(body)
+            if halves:
                 log.warn("bulk_too_large", "Elasticsearch refused the batch as too large; splitting it",
-                         docs=len(lines) // 2, hint="lower batch.max_bytes below http.max_content_length")
-                return b"", [b"\n".join(lines[:half]) + b"\n", b"\n".join(lines[half:]) + b"\n"]
+                         docs=bulk.docs_in(body), hint="lower batch.max_bytes below http.max_content_length")
+                return b"", halves
         if status in RETRYABLE_STATUS:
             if status == 429:
                 self.pushback.pushed_back()
@@ -412,46 +468,39 @@ class Sender:
             raise Retry(f"http_{status}", detail)
         raise Retry(f"http_{status}", detail)
 
-    def _items(self, body: bytes | bytearray, items: list[dict], jobs: dict[bytes, str]) -> bytes:
-        lines = bytes(body).split(b"\n")  # bytes: the ids below are dictionary keys
-        retry: list[bytes] = []
-        dead: list[tuple[bytes, dict]] = []
-        dupes = 0
-        pushed_back = False
-        refused: tuple[int, dict] | None = None
-        for i, item in enumerate(items):
-            res = next(iter(item.values()))
-            status = res.get("status", 0)
-            if status < 300:
-                continue
-            if status == 409:
-                dupes += 1
-                continue
-            action, source = lines[2 * i], lines[2 * i + 1]
-            if status == 429 or status >= 500:
-                pushed_back |= status == 429
-                retry += (action, source)
-            elif status in (401, 403):  # a write block or missing privilege: temporary, never dead
-                refused = refused or (status, res.get("error", {}))
-                retry += (action, source)
-            else:
-                dead.append((source, res.get("error", {})))
-                metrics.DEAD_LETTERED.labels(jobs.get(_fid_of(action), "")).inc()
-        if dupes:
-            metrics.DUPLICATES.inc(dupes)
-        if refused:
-            self._refused(refused[0], redact(str(refused[1]))[:300])
-        elif not retry:
+    def _apply(self, out: bulk.Outcome, jobs: dict[bytes, str], status: bool = False) -> bytes:
+        """Health, metrics, push-back and dead letters for one answer; returns what to send again.
+        A status document taken says nothing of the log indices: it does not end a refusal."""
+        if out.duplicates:
+            metrics.DUPLICATES.inc(out.duplicates)
+        if out.refused:
+            self._refused(out.refused[0], redact(str(out.refused[1]))[:300])
+        elif not out.retry and not status:
             self.health.refused_since = None
-        if dead:
+        if out.dead:
+            for d in out.dead:
+                metrics.DEAD_LETTERED.labels(jobs.get(_fid_of(d.action), "")).inc()
             log.warn("dead_lettered", "Elasticsearch refused documents for good; kept in the dead-letter target",
-                     count=len(dead), target=self.cfg.dead_letter.kind, first_error=redact(str(dead[0][1]))[:300])
-            self.dead.put(dead)
-        if pushed_back:
+                     count=len(out.dead), target=self.cfg.dead_letter.kind,
+                     first_error=redact(str(out.dead[0].error))[:300])
+            self.dead.put([(d.source, d.error) for d in out.dead])
+        if out.pushed_back:
             self.pushback.pushed_back()
         else:
             self.pushback.succeeded()
-        return b"\n".join(retry) + b"\n" if retry else b""
+        return out.retry_body
+
+
+def _halves(body: bytes | bytearray) -> list[bytes]:
+    """A bulk body cut in two at a document boundary; none for a single document. Found with
+    find(), not split(): a split would hold every line of the batch as an object of its own."""
+    docs = bulk.docs_in(body)
+    if docs < 2:
+        return []
+    cut = -1
+    for _ in range(docs // 2 * 2):
+        cut = body.find(b"\n", cut + 1)
+    return [bytes(body[: cut + 1]), bytes(body[cut + 1 :])]
 
 
 def _fid_of(action: bytes) -> bytes:

@@ -2,19 +2,22 @@
 agent's cost is what is measured, not Elasticsearch's.
 
 HTTP/1.1 keep-alive, one thread per connection, bodies read with recv_into a reused buffer and
-counted (NDJSON lines / 2 = documents). Every `_bulk` is answered `{"errors":false,...}`; the
-agent's sender takes that as all-success without reading items. The template install the agent
+counted (NDJSON lines / 2 = documents). Every `_bulk` is answered as the real node answers the
+agent's filtered request when all is well: `{"errors":false,"items":[...]}` with one
+`{"create":{"status":201}}` per document (the agent checks there is one item per document and
+parses them, so that cost is measured). The template install the agent
 does at start gets plausible answers: no ILM (404), no template yet (404), PUT acknowledged.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
 
 _HEADERS = b"HTTP/1.1 %d %s\r\nX-Elastic-Product: Elasticsearch\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-_BULK_OK = b'{"took":1,"errors":false,"items":[]}'
+_CREATED = b'{"create":{"status":201}}'
 _NOT_FOUND = b'{"error":{"root_cause":[],"type":"resource_not_found_exception","reason":"not found"},"status":404}'
 _ACK = b'{"acknowledged":true}'
 
@@ -24,7 +27,9 @@ def _response(status: int, body: bytes, head: bool = False) -> bytes:
     return (_HEADERS % (status, reason, len(body))) + (b"" if head else body)
 
 
-BULK_RESPONSE = _response(200, _BULK_OK)
+@functools.lru_cache(maxsize=64)  # batches cut by max_docs or max_bytes repeat the same few sizes
+def bulk_response(docs: int) -> bytes:
+    return _response(200, b'{"errors":false,"items":[' + b",".join([_CREATED] * docs) + b"]}")
 
 
 class NullBulk:
@@ -121,7 +126,7 @@ class NullBulk:
                     self.first_bulk_at = now
                 self.last_bulk_at = now
                 self.timeline.append((now, self.docs))
-            return BULK_RESPONSE
+            return bulk_response(n)
         self.other.append(f"{method.decode()} {p.decode()}")
         head = method == b"HEAD"
         if p.startswith(b"/_ilm") or (method in (b"GET", b"HEAD") and p.startswith(b"/_index_template")):

@@ -5,13 +5,20 @@ node, through the fault proxy or the TLS proxy; nothing here fakes Elasticsearch
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.agentproc import AgentProcess, all_messages, count, wait_caught_up, write_config
+from tests.support.agentproc import AgentProcess, all_messages, count, registry_entries, wait_caught_up, write_config
+from tests.support.esnode import free_port
+from tests.support.faultproxy import FaultProxy
 
 FILES = ("gorouter/gorouter.stdout.log", "uaa/uaa.log")
 
@@ -376,3 +383,105 @@ def test_failover_to_the_next_host(es, es_node, fault_proxy, index_name, tmp_pat
     finally:
         assert agent.stop() == 0
     _no_errors(agent)
+
+
+# --- odd answers from Elasticsearch (issue 14) -----------------------------------------------
+
+HTML = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in to continue</body></html>"
+MIB = 1024 * 1024
+
+
+@dataclass
+class OddCase:
+    fault: Callable[[FaultProxy], None]  # how the proxy answers /_bulk
+    cause: str  # the retry cause the agent reports
+    event: str  # the log event that names the problem
+    forwarded: bool = False  # the node really indexes the documents; only the answer is wrong
+
+
+UNUSABLE = ("unusable_answer", "bulk_answer_unusable")
+ODD_ANSWERS = {
+    "invalid_json": OddCase(lambda p: p.answer(b'{"errors":false,"items":[{"create":{"status":201}'), *UNUSABLE),
+    "text_html": OddCase(lambda p: p.answer(HTML, content_type="text/html"), *UNUSABLE),
+    "unknown_content_type": OddCase(
+        lambda p: p.answer(b"\x00\xff\xfe", content_type="application/octet-stream"), *UNUSABLE),
+    "errors_without_items": OddCase(lambda p: p.answer(b'{"errors":true,"items":[]}'), *UNUSABLE),
+    "more_items_than_documents": OddCase(
+        lambda p: p.mangle(lambda r: {**r, "items": r["items"] + r["items"][:1]}), *UNUSABLE, forwarded=True),
+    "fewer_items_than_documents": OddCase(
+        lambda p: p.mangle(lambda r: {**r, "items": r["items"][:-1]}), *UNUSABLE, forwarded=True),
+    "item_without_status": OddCase(
+        lambda p: p.mangle(lambda r: {**r, "errors": False, "items": [{"create": {}}] + r["items"][1:]}),
+        *UNUSABLE, forwarded=True),
+    "answer_of_400_mb": OddCase(lambda p: p.huge(400 * MIB), "answer_too_large", "bulk_answer_too_large"),
+    "answer_of_400_mb_chunked": OddCase(lambda p: p.huge(400 * MIB, chunked=True),
+                                        "answer_too_large", "bulk_answer_too_large"),
+    "answer_trickled_a_byte_at_a_time": OddCase(lambda p: p.trickle(0.5), "deadline", "bulk_deadline_passed"),
+}
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _retries(port: int, cause: str) -> float:
+    text = _get(port, "/metrics")[1].decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "log_shipper_retries_total" and s.labels.get("cause") == cause)
+
+
+def _healthz(port: int) -> tuple[int, list[str]]:
+    code, body = _get(port, "/healthz")
+    return code, orjson.loads(body)["reasons"]
+
+
+def _acked(tmp_path: Path, files: list[Path]) -> dict[str, int]:
+    names = {str(f) for f in files}
+    return {e["path"]: e["offset"] for e in registry_entries(tmp_path / "state") if e["path"] in names}
+
+
+@pytest.mark.parametrize("case", list(ODD_ANSWERS))
+def test_an_odd_answer_is_retried_never_acknowledged_never_fatal(es, fault_proxy, index_name, tmp_path, case):
+    """Whatever comes back instead of a proper bulk answer, the agent stays up, acknowledges
+    nothing, says what is wrong, and once a real answer comes back ships every line exactly once."""
+    odd = ODD_ANSWERS[case]
+    cause, event = odd.cause, odd.event
+    root, files = _files(tmp_path)
+    expected = _write(files, 0, 200)
+    port = free_port()
+    cfg = _config(tmp_path, [fault_proxy.url], root, index_name, elasticsearch={"request_timeout_s": 2.0},
+                  health={"enabled": True, "port": port, "max_lag_age_s": 2.0})
+    odd.fault(fault_proxy)
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    try:
+        _wait(f"retries with cause {cause}", lambda: _port_up(port) and _retries(port, cause) >= 3, timeout=90)
+        _wait("/healthz to say bulk requests fail",
+              lambda: any("no bulk request has succeeded" in r for r in _healthz(port)[1]))
+        assert _healthz(port)[0] == 503
+        named = [e for e in _events(agent) if e.get("event") == event]
+        assert named and named[0].get("hint"), named
+        assert any(cause in e.get("msg", "") for e in _events(agent) if e.get("event") == "bulk_retry")
+        assert agent.alive()
+        _wait("the registry to list both files", lambda: len(_acked(tmp_path, files)) == len(files))
+        assert _acked(tmp_path, files) == {str(f): 0 for f in files}  # nothing acknowledged
+        if not odd.forwarded:  # scripted answers: the node never saw a document
+            assert count(es, index_name) == 0
+        fault_proxy.pass_through()
+        expected += _write(files, 200, 100)
+        _settled(es, index_name, tmp_path, files, expected)
+        _wait("/healthz healthy again", lambda: _healthz(port)[0] == 200)
+        assert agent.alive()
+    finally:
+        assert agent.stop() == 0
+    assert not _has_event(agent, "sender_crashed")
+
+
+def _port_up(port: int) -> bool:
+    try:
+        return _get(port, "/healthz")[0] in (200, 503)
+    except OSError:
+        return False

@@ -7,6 +7,13 @@ the real node, so whatever is not faulted really happens (documents really get i
     proxy.status(429, n=2)        # the next two /_bulk requests get a 429, then pass through
     proxy.item_429(every_nth=3)   # every third bulk item is rejected, the rest really indexed
     proxy.refuse()                # connect() fails with ECONNREFUSED until pass_through()
+
+Scripted answers play a hostile (or broken) Elasticsearch on /_bulk:
+
+    proxy.answer(b"<html>...</html>", content_type="text/html")  # answered, not forwarded
+    proxy.mangle(lambda result: {**result, "items": []})       # forwarded, then the answer rewritten
+    proxy.huge(400 * 1024 * 1024)   # a 400 MB answer, streamed (never held in memory)
+    proxy.trickle(1.0)              # the answer one byte per second, headers included
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import socket
 import threading
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Headers that describe one hop, not the message: the proxy sets its own.
@@ -82,7 +90,7 @@ class _Response:
 
 @dataclass
 class _Fault:
-    kind: str  # "drop" | "status" | "item_429"
+    kind: str  # "drop" | "status" | "item_429" | "answer" | "mangle" | "huge" | "trickle"
     remaining: int | None  # None: until the mode is changed
     paths: tuple[str, ...] | None  # None: every path
     code: int = 0
@@ -90,6 +98,10 @@ class _Fault:
     fraction: float | None = None
     every_nth: int | None = None
     index_prefix: str | None = None  # item_403: only items into indices with this prefix
+    content_type: str = "application/json"
+    transform: Callable[[dict], object] | None = None
+    size: int = 0
+    interval: float = 0.0
 
     def matches(self, path: str) -> bool:
         return self.paths is None or any(path == p or path.endswith(p) for p in self.paths)
@@ -176,6 +188,25 @@ class FaultProxy:
         block, as a full disk sets); items into other indices really get indexed."""
         self._set(_Fault("item_429", None, ("/_bulk",), code=403, index_prefix=index_prefix))
 
+    def answer(self, body: bytes, status: int = 200, content_type: str = "application/json",
+               n: int | None = None) -> None:
+        """Answer the next n bulk requests with exactly `body` (and the product header), unforwarded."""
+        self._set(_Fault("answer", n, ("/_bulk",), code=status, body=body, content_type=content_type))
+
+    def mangle(self, transform: Callable[[dict], object], n: int | None = None) -> None:
+        """Forward the next n bulk requests (documents really get indexed), then answer with
+        `transform(the node's parsed answer)` as JSON instead of the node's answer."""
+        self._set(_Fault("mangle", n, ("/_bulk",), transform=transform))
+
+    def huge(self, size: int, chunked: bool = False, n: int | None = None) -> None:
+        """Answer the next n bulk requests with a `size`-byte JSON answer, streamed, unforwarded:
+        announced by its content-length, or (chunked) with no length up front."""
+        self._set(_Fault("huge_chunked" if chunked else "huge", n, ("/_bulk",), size=size))
+
+    def trickle(self, interval: float, n: int | None = None) -> None:
+        """Answer the next n bulk requests one byte every `interval` seconds, unforwarded."""
+        self._set(_Fault("trickle", n, ("/_bulk",), interval=interval))
+
     def seen(self, suffix: str = "/_bulk") -> int:
         """Requests seen on every path ending with `suffix` (any index's _bulk, by default)."""
         with self._lock:
@@ -243,6 +274,9 @@ class FaultProxy:
                 fault = self._take(req.path)
                 if fault is not None and fault.kind == "drop":
                     return  # the request was read; closing now is a mid-request drop
+                if fault is not None and fault.kind in ("huge", "huge_chunked", "trickle"):
+                    self._stream(conn, fault)
+                    return
                 if fault is not None and fault.kind == "status":
                     headers = list(PRODUCT_HEADERS)
                     if fault.code == 401:
@@ -250,6 +284,14 @@ class FaultProxy:
                     resp = _Response(fault.code, http.client.responses.get(fault.code, ""), headers, fault.body)
                 elif fault is not None and fault.kind == "item_429":
                     resp = self._bulk_with_rejections(req, fault)
+                elif fault is not None and fault.kind == "answer":
+                    headers = [PRODUCT_HEADERS[0], ("content-type", fault.content_type)]
+                    resp = _Response(fault.code, http.client.responses.get(fault.code, ""), headers, fault.body)
+                elif fault is not None and fault.kind == "mangle":
+                    resp = self._upstream(req.method, req.target, req.forward_headers("accept-encoding"), req.body)
+                    if resp.status == 200:
+                        assert fault.transform is not None
+                        resp.body = json.dumps(fault.transform(json.loads(resp.body))).encode()
                 else:
                     resp = self._upstream(req.method, req.target, req.forward_headers(), req.body)
                 if self._delay:
@@ -264,6 +306,35 @@ class FaultProxy:
                 self._clients.discard(conn)
             rfile.close()
             conn.close()
+
+    def _stream(self, conn: socket.socket, fault: _Fault) -> None:
+        """A huge answer as fast as the client takes it, or any answer a byte at a time; until the
+        client cuts the connection (the send fails) or the proxy stops."""
+        if fault.kind in ("huge", "huge_chunked"):
+            chunked = fault.kind == "huge_chunked"
+            if chunked:
+                head = [f"{k}: {v}" for k, v in PRODUCT_HEADERS] + ["transfer-encoding: chunked"]
+                conn.sendall(("HTTP/1.1 200 OK\r\n" + "\r\n".join(head) + "\r\n\r\n").encode())
+            else:
+                conn.sendall(_Response(200, "OK", list(PRODUCT_HEADERS), b"", str(fault.size)).encode())
+
+            def frame(data: bytes) -> bytes:
+                return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+
+            item = b'{"create":{"status":201}},'
+            chunk = frame(item * (65536 // len(item)))
+            conn.sendall(frame(b'{"errors":false,"items":['))
+            for _ in range(fault.size // len(chunk)):
+                if self._stopping.is_set():
+                    return
+                conn.sendall(chunk)
+            return
+        body = b'{"errors":false,"items":[]}'
+        out = _Response(200, "OK", list(PRODUCT_HEADERS), body).encode()
+        for i in range(len(out)):
+            conn.sendall(out[i:i + 1])
+            if self._stopping.wait(fault.interval):
+                return
 
     def _upstream(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Response:
         # A fresh upstream connection per request: no stale keep-alive to retry, hence no duplicates.

@@ -1,4 +1,4 @@
-"""Sender pieces that need no Elasticsearch: PushBack's AIMD concurrency, error descriptions."""
+"""Sender pieces that need no Elasticsearch: PushBack's AIMD concurrency, error descriptions, splitting."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 from elastic_transport import TlsError
 
-from agent.send import PushBack, describe, redact
+from agent.send import PushBack, _halves, describe, redact
 
 
 def test_pushback_halves_on_push_back_and_grows_back_by_one_per_ten_successes():
@@ -64,3 +64,11 @@ def test_describe_names_the_tls_root_cause_and_masks_credentials():
     assert "CERTIFICATE_VERIFY_FAILED" in describe(e)
     assert describe(ValueError("https://user:s3cret@es:9200 down")) == "https://***@es:9200 down"
     assert "s3cret" not in redact("http://u:s3cret@h")
+
+
+def test_halves_cut_a_bulk_body_at_a_document_boundary():
+    body = b"".join(b'{"create":{"_id":"f-%d"}}\n{"m":%d}\n' % (i, i) for i in range(5))
+    first, second = _halves(bytearray(body))
+    assert first + second == body
+    assert first.count(b"\n") == 4 and second.count(b"\n") == 6  # 2 documents, then 3
+    assert _halves(b'{"create":{}}\n{"m":1}\n') == []  # one document cannot be split

@@ -1,6 +1,6 @@
 """Peak RSS of the agent under the hostile file inputs of issue 14, default settings (not a test).
 
-    .venv/bin/python -m tests.bench.hostile
+    .venv/bin/python -m tests.bench.hostile_files
 
 The tree: 1 MiB of blank lines (1,048,576 events in four chunks: once one `_bulk` of 207 MB),
 a 100 MB line without a newline, a catastrophic multiline rule (`^(a+)+$`) with a 32 KiB
