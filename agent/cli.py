@@ -51,12 +51,15 @@ def run(config_path: str) -> None:
     import signal
 
     from agent.pipeline import Agent, tune_malloc
+    from agent.registry import RegistryError
 
     cfg = _load(config_path)
     tune_malloc()
     try:
         agent = Agent(cfg)
         agent.start()
+    except RegistryError as e:  # e.g. written by a newer agent: refused rather than misread
+        raise click.ClickException(f"registry: {e}") from None
     except OSError as e:
         if e.filename is None:  # the health endpoint could not listen
             raise click.ClickException(
@@ -74,7 +77,10 @@ def _offset_rows(cfg: Config) -> tuple[list, dict[str, str]]:
     from agent.contain import Jail
     from agent.discover import Discovery
 
-    entries = registry.load(cfg.state_dir) if os.path.exists(registry.path_in(cfg.state_dir)) else {}
+    try:
+        entries = registry.load(cfg.state_dir) if os.path.exists(registry.path_in(cfg.state_dir)) else {}
+    except registry.RegistryError as e:
+        raise click.ClickException(f"registry: {e}") from None
     disc = Discovery(cfg.inputs, threading.Event())
     found = disc.scan() if os.path.isdir(cfg.inputs.root) else []
     return offsets.view(list(entries.values()), Jail.of(cfg.inputs), found), disc.unlisted

@@ -102,6 +102,8 @@ class DeadLetterConfig:
     # "index": documents refused for good go to `index` with the error; "file": to a JSONL file in the state dir.
     kind: str = "index"
     index: str = "logs-bosh-deadletter"
+    # The local file (kind "file", or when the index refuses) is bounded: .1 keeps the one before.
+    max_file_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass
@@ -272,6 +274,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("reader.poll_interval_s: must be above 0 and at most 10")
     if cfg.reader.chunk_bytes < 4096:
         raise ConfigError("reader.chunk_bytes: must be at least 4096")
+    if cfg.dead_letter.max_file_bytes < 1024:
+        raise ConfigError("dead_letter.max_file_bytes: must be at least 1024")
     if cfg.dead_letter.kind not in ("index", "file"):
         raise ConfigError(f"dead_letter.kind: must be 'index' or 'file', not {cfg.dead_letter.kind!r}")
     if not 0 < cfg.health.port < 65536:
@@ -281,6 +285,9 @@ def _validate(cfg: Config) -> None:
             f"health.host: {cfg.health.host} is not a loopback address; "
             "set health.allow_non_loopback to expose offsets beyond this VM"
         )
+    if cfg.health.lost_window_s > cfg.registry.forget_after_s:
+        raise ConfigError("health.lost_window_s: must be at most registry.forget_after_s, which is how long "
+                          "lost bytes are remembered")
     if cfg.fleet.interval_s < 1:
         raise ConfigError("fleet.interval_s: must be at least 1")
     if not cfg.fleet.index or cfg.fleet.index != cfg.fleet.index.lower() or " " in cfg.fleet.index:

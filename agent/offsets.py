@@ -1,6 +1,6 @@
 """Per-file read positions as operators see them: from the registry and the file system.
 
-Works with the agent stopped (reads registry.json) or running (its live entries)."""
+Works with the agent stopped (reads the registry journal) or running (its live entries)."""
 
 from __future__ import annotations
 

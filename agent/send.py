@@ -173,8 +173,25 @@ class DeadLetters:
         ]
         if self.cfg.kind == "index" and self._to_index(docs):
             return
-        with self._lock, open(self.file, "ab") as f:
-            f.write(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+        data = b"".join(orjson.dumps(d) + b"\n" for d in docs)
+        with self._lock:
+            self._make_room(len(data))
+            # 0600: the documents hold text from root-only logs.
+            with open(os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:
+                f.write(data)
+
+    def _make_room(self, n: int) -> None:
+        """Bounded: past max_file_bytes the file becomes dead-letter.jsonl.1 (the one before it
+        goes), so at most twice the bound stays on disk."""
+        try:
+            size = os.stat(self.file).st_size
+        except FileNotFoundError:
+            return
+        if size + n > self.cfg.max_file_bytes:
+            os.replace(self.file, self.file.with_name(self.file.name + ".1"))
+            log.warn("dead_letter_rotated", "dead-letter file reached its bound; kept the last one as .1, "
+                     "dropped the one before", file=str(self.file), max_file_bytes=self.cfg.max_file_bytes,
+                     hint="fix the mapping conflicts listed in it, or set dead_letter.kind index")
 
     def _to_index(self, docs: list[dict]) -> bool:
         body = b"".join(b'{"index":{"_index":"%s"}}\n%s\n' % (self.cfg.index.encode(), orjson.dumps(d)) for d in docs)

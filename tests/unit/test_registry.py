@@ -290,3 +290,19 @@ def test_after_the_upgrade_the_reader_carries_on_where_the_old_agent_stopped(tmp
     chunk = reader.read(fid)
     assert chunk.base == offset and chunk.data == b"line two\nline three\n"
     reader.close_all()
+
+
+def test_the_cli_refuses_a_newer_registry_with_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / FILENAME).write_bytes(_journal(b'{"version":3}', b'{"whatever": "a newer agent writes"}'))
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"inputs": {"root": "%s"}, "state_dir": "%s", "health": {"enabled": false}}' % (tmp_path, state))
+    for cmd in ("offsets", "run"):
+        r = subprocess.run([sys.executable, "-m", "agent.cli", cmd, "--config", str(cfg)], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1 and "Error: registry: registry.log has version 3" in r.stderr, (cmd, r.stderr)
+        assert "Traceback" not in r.stderr

@@ -64,6 +64,9 @@ def test_describe_names_the_tls_root_cause_and_masks_credentials():
     assert "CERTIFICATE_VERIFY_FAILED" in describe(e)
     assert describe(ValueError("https://user:s3cret@es:9200 down")) == "https://***@es:9200 down"
     assert "s3cret" not in redact("http://u:s3cret@h")
+    # A password may hold an @: everything up to the last one before the host is userinfo.
+    assert redact("http://shipper:Pa55@word@host:9200/x") == "http://***@host:9200/x"
+    assert redact("see https://es:9200/_bulk and http://a@b/c@d") == "see https://es:9200/_bulk and http://***@b/c@d"
 
 
 def test_halves_cut_a_bulk_body_at_a_document_boundary():
@@ -72,3 +75,16 @@ def test_halves_cut_a_bulk_body_at_a_document_boundary():
     assert first + second == body
     assert first.count(b"\n") == 4 and second.count(b"\n") == 6  # 2 documents, then 3
     assert _halves(b'{"create":{}}\n{"m":1}\n') == []  # one document cannot be split
+
+
+def test_dead_letter_file_is_private_and_bounded(tmp_path):
+    from agent.config import DeadLetterConfig
+    from agent.send import DeadLetters
+
+    dl = DeadLetters(None, DeadLetterConfig(kind="file", max_file_bytes=4096), str(tmp_path))
+    for i in range(40):
+        dl.put([(b'{"message":"refused %d %s"}' % (i, b"x" * 100), {"type": "mapper_parsing_exception", "reason": "bad"})])
+    live, old = tmp_path / "dead-letter.jsonl", tmp_path / "dead-letter.jsonl.1"
+    assert live.stat().st_mode & 0o777 == 0o600 and old.exists()
+    assert live.stat().st_size <= 4096 and old.stat().st_size <= 4096
+    assert b"refused 39" in live.read_bytes()  # the newest is always kept
