@@ -27,8 +27,12 @@ test: deps
 run: deps
 	$(PY) -m tests.support.demo
 
+# Throughput and footprint, steady state at ordinary rates, a week of registry history.
 bench: deps
 	$(PY) -m tests.bench.run
+	$(PY) -m tests.bench.steady --files 20 --rate 2000
+	$(PY) -m tests.bench.steady --files 200 --rate 4000
+	$(PY) -m tests.bench.history --parts registry,agent
 
 release: $(STAMP)
 	bash bosh/scripts/make-release.sh
