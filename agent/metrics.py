@@ -13,6 +13,8 @@ BYTES_ACKED = Counter("log_shipper_bytes_acked", "File bytes (newlines included)
 DEAD_LETTERED = Counter("log_shipper_dead_lettered", "Documents Elasticsearch refused for good", ["job"], registry=REGISTRY)
 DUPLICATES = Counter("log_shipper_duplicates", "Replayed documents Elasticsearch already had (409)", registry=REGISTRY)
 LOST_BYTES = Counter("log_shipper_lost_bytes", "Bytes rotated away before they were read", ["job"], registry=REGISTRY)
+LOST_UNKNOWN = Counter("log_shipper_lost_generations_unknown_size",
+                       "Generations lost (in part) whose size cannot be known", ["job"], registry=REGISTRY)
 RETRIES = Counter("log_shipper_retries", "Bulk retries by cause", ["cause"], registry=REGISTRY)
 BULK_SECONDS = Histogram(
     "log_shipper_bulk_request_seconds",

@@ -166,7 +166,10 @@ class Agent:
         for path in self.discovery.take_changed():
             if self.reader.knows(path) or self.discovery.matches(path):
                 self.reader.changed(path)
+            else:
+                self.reader.copy_changed(path)
         progressed = self._read_files()
+        self._observe_paused()
         if self.batch.docs and self.clock() - self.batch.started >= self.cfg.batch.flush_interval_s:
             self.flush_batch()
         elif not self.batch.docs and self.batch.segments:
@@ -201,15 +204,29 @@ class Agent:
 
     # -- one file's pass: read -> frame -> encode -> batch --------------------------------
 
+    def _may_read(self) -> bool:
+        return self.budget.room()
+
     def _read_files(self) -> bool:
         progressed = False
         now = self.clock()
         read_time = encode.read_time()
         for fid in self.reader.due():
-            if not self.budget.room():
+            if not self._may_read():
                 break
             progressed |= self._read_file(fid, now, read_time)
         return progressed
+
+    def _observe_paused(self) -> None:
+        """Reading stopped short (no room): the files it did not reach are still watched, so
+        a truncation finds its copy while it exists and what rotation destroys is counted."""
+        if self._may_read():
+            return
+        for fid in self.reader.due():
+            self.reader.observe(fid)
+        read_time = encode.read_time()
+        for ended in self.reader.take_ended():
+            self._ended(ended, read_time)
 
     def _read_file(self, fid: str, now: float, read_time: bytes) -> bool:
         """Up to CHUNKS_PER_TURN chunks of one file into the batch, then what its end calls
@@ -221,7 +238,7 @@ class Agent:
         stream = self._stream(src)
         progressed = False
         for _ in range(CHUNKS_PER_TURN):
-            if not self.budget.room():
+            if not self._may_read():
                 return progressed
             chunk = self.reader.read(fid)
             if chunk is None:

@@ -1,0 +1,116 @@
+"""Loss accounting while reading is paused: the agent keeps watching its files (issue 12)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+
+from agent import pipeline, rotation
+from agent.config import Config, FormatRule
+
+
+class _StuckSender:
+    """Elasticsearch away: batches are taken and never answered."""
+
+    def __init__(self, on_done):
+        self.batches = []
+        self.in_flight = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def submit(self, batch) -> None:
+        self.batches.append(batch)
+        self.in_flight += 1
+
+
+def _paused_agent(tmp_path, path, spool_bytes: int = 0) -> pipeline.Agent:
+    cfg = Config()
+    cfg.inputs.root = str(tmp_path / "log")
+    cfg.state_dir = str(tmp_path / "state")
+    cfg.health.enabled = False
+    cfg.formats = [FormatRule(glob="**", format="raw")]
+    cfg.batch.max_bytes = cfg.batch.max_inflight_bytes = 4096  # one batch spends the budget
+    cfg.reader.rescan_interval_s = 1e9
+    cfg.spool.max_bytes = spool_bytes
+    agent = pipeline.Agent(cfg, _StuckSender)
+    agent.start(watch=False)
+    while agent.budget.room():
+        assert agent.turn()
+    agent.flush_batch()
+    return agent
+
+
+def _log(tmp_path, lines: int) -> str:
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    path = job / "x.log"
+    path.write_bytes(b"".join(b"line %06d %s\n" % (i, b"x" * 60) for i in range(lines)))
+    return str(path)
+
+
+def _copytruncate(path: str, gz: bool) -> str:
+    copy = path + (".1.gz" if gz else ".1")
+    if gz:
+        with open(path, "rb") as src, gzip.open(copy, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    else:
+        shutil.copyfile(path, copy)
+    os.truncate(path, 0)
+    return copy
+
+
+def test_truncation_while_paused_opens_the_copy_which_keeps_its_data(tmp_path):
+    path = _log(tmp_path, 1000)
+    agent = _paused_agent(tmp_path, path)
+    (fid,) = agent.entries
+    copy = _copytruncate(path, gz=False)
+    agent.reader.changed(path)  # the event of the truncation
+    agent.turn()
+    assert not agent.budget.room()
+    assert agent.reader.source(fid).reading_from == copy
+    os.unlink(copy)  # logrotate deletes it after compressing: the descriptor keeps the data
+    assert agent.entries[fid].lost_bytes == 0
+
+
+def test_copy_deleted_before_it_was_seen_counts_every_unread_byte_once(tmp_path):
+    path = _log(tmp_path, 200)
+    agent = _paused_agent(tmp_path, path)
+    (fid,) = agent.entries
+    with open(path, "ab") as f:  # grows while paused: the loss counts these bytes too
+        f.write(b"late line\n" * 100)
+    agent.reader.changed(path)
+    agent.turn()
+    size = os.path.getsize(path)
+    assert agent.entries[fid].size == size
+    read = agent.reader.source(fid).pos
+    os.truncate(path, 0)  # copytruncate whose copy is already gone
+    agent.reader.changed(path)
+    agent.turn()
+    agent.reader.changed(path)
+    agent.turn()
+    assert agent.entries[fid].lost_bytes == size - read
+
+
+def test_a_gzip_copy_event_makes_its_live_file_due(tmp_path):
+    path = _log(tmp_path, 1000)
+    agent = _paused_agent(tmp_path, path)
+    (fid,) = agent.entries
+    agent.reader.rest(fid)
+    copy = _copytruncate(path, gz=True)
+    agent.discovery._changed.add(copy)  # a directory event: the copy's name matches no include glob
+    agent.turn()
+    assert agent.reader.source(fid).reading_from == copy
+    assert agent.entries[fid].size >= 1000 * 72
+
+
+def test_gzip_trailer_gives_the_uncompressed_size(tmp_path):
+    p = tmp_path / "x.log.1.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(b"a" * 123457)
+    assert rotation.gz_size(str(p)) == 123457
+    assert rotation.gz_size(str(tmp_path / "missing.gz")) == 0
