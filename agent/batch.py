@@ -28,6 +28,7 @@ class Batch:
     segments: list[Segment] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     budgeted: int = 0  # bytes taken from the budget for this batch
+    spool_seq: int | None = None  # replayed from this spool segment: its offsets advanced when spooled
 
     def segment_for(self, fid: str, job: str) -> Segment:
         if self.segments and self.segments[-1].fid == fid:
