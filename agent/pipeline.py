@@ -30,8 +30,12 @@ from agent.frame import Framer, Frames
 from agent.reader import Chunk, Reader
 from agent.rules import Rules
 from agent.source import Source
+from agent.spool import Spool, SpoolCorrupt
 
 CHUNKS_PER_TURN = 4  # per file, before the next file gets its turn
+# The budget spent and nothing acknowledged for this long: Elasticsearch cannot take data
+# (not merely slow), so new batches go to the spool rather than waiting in the files.
+SPOOL_AFTER_S = 3.0
 
 
 def tune_malloc() -> None:
@@ -95,6 +99,8 @@ class Agent:
         self.reader = Reader(cfg.reader, self.entries, self.discovery.job_of, clock)
         self.acker = Acker(self.entries, cfg.state_dir, cfg.registry.forget_after_s)
         self.budget = Budget(cfg.batch.max_inflight_bytes)
+        self.spool = Spool(os.path.join(cfg.state_dir, "spool"), cfg.spool.max_bytes)
+        self.stalled_since = self.last_ack_at = clock()
         self.sender = (make_sender or self._sender)(self._on_done)
         self.acked: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self.batch = Batch(started=clock())
@@ -122,7 +128,8 @@ class Agent:
         sh = self.sender.health
         since = max(sh.last_success or 0.0, self.sender.waiting_since)
         stuck = time.time() - since if self.sender.in_flight else 0.0
-        return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck)
+        return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck,
+                               spool=self.spool.status())
 
     # -- start, run, stop ---------------------------------------------------------------
 
@@ -133,8 +140,9 @@ class Agent:
                  hosts=[send.redact(h) for h in self.cfg.elasticsearch.hosts], target=self.cfg.target.name,
                  known_files=len(self.entries))
         metrics.INFLIGHT_LIMIT.set(self.cfg.batch.max_inflight_bytes)
+        metrics.SPOOL_LIMIT.set(self.cfg.spool.max_bytes)
         if self.cfg.health.enabled:
-            self.health = health.HealthServer(self.cfg.health, self.offsets, self.problems)
+            self.health = health.HealthServer(self.cfg.health, self.offsets, self.problems, self.spool.status)
             self.health.start()
         if watch:
             self.discovery.start()
@@ -154,10 +162,11 @@ class Agent:
         self.wake.set()
 
     def turn(self) -> bool:
-        """One turn of the loop: settle acknowledgements, discover, take every due file once
-        through read -> frame -> encode -> batch, send a batch that is due, checkpoint when
-        due. True when anything was read or framed."""
+        """One turn of the loop: settle acknowledgements, feed spooled batches to the sender,
+        discover, take every due file once through read -> frame -> encode -> batch, send (or
+        spool) a batch that is due, checkpoint when due. True when anything was read or framed."""
         self._settle_acks()
+        self._drain_spool()
         now = self.clock()
         if self.discovery.rescan_requested or now >= self.next_rescan:
             self.discovery.rescan_requested = False
@@ -178,6 +187,9 @@ class Agent:
             self.acker.checkpoint()
             self.next_checkpoint = self.clock() + self.cfg.registry.flush_interval_s
         metrics.INFLIGHT_BYTES.set(self.budget.used)
+        metrics.SPOOL_BYTES.set(self.spool.bytes)
+        metrics.SPOOL_SEGMENTS.set(self.spool.segments)
+        metrics.SPOOL_OLDEST_AGE.set(self.spool.oldest_age())
         metrics.OPEN_FILES.set(len(self.reader.sources))
         return progressed
 
@@ -205,7 +217,23 @@ class Agent:
     # -- one file's pass: read -> frame -> encode -> batch --------------------------------
 
     def _may_read(self) -> bool:
-        return self.budget.room()
+        """Room in the budget, or in the spool while batches go there."""
+        if self.budget.room():
+            self.stalled_since = self.clock()
+            return True
+        return self._spooling() and self.spool.room(self.cfg.batch.max_bytes)
+
+    def _spooling(self) -> bool:
+        """New batches go to the spool: while it holds segments (they are older and go
+        first), or once the budget has been spent with nothing acknowledged for SPOOL_AFTER_S.
+        While Elasticsearch keeps up the spool is not written at all."""
+        if not self.spool.enabled:
+            return False
+        if self.spool.segments:
+            return True
+        if self.budget.room():
+            return False
+        return self.clock() - max(self.stalled_since, self.last_ack_at) >= SPOOL_AFTER_S
 
     def _read_files(self) -> bool:
         progressed = False
@@ -328,6 +356,8 @@ class Agent:
         """Send the batch being filled (or, with only offsets moved, acknowledge it at once)."""
         batch, self.batch = self.batch, Batch(started=self.clock())
         self.acker.track(batch)
+        if batch.docs and self._spooling() and self._to_spool(batch):
+            return
         if batch.docs:
             self.sender.submit(batch)
         else:
@@ -344,5 +374,55 @@ class Agent:
                 batch = self.acked.get_nowait()
             except queue.Empty:
                 return
-            self.acker.done(batch)
+            self.last_ack_at = self.clock()
+            if batch.spool_seq is None:
+                self.acker.done(batch)
+            else:
+                self.spool.delete(batch.spool_seq)  # its offsets advanced when it was spooled
             self.budget.give_back(batch.budgeted)
+
+    # -- the spool: batches Elasticsearch could not take ----------------------------------
+
+    def _to_spool(self, batch: Batch) -> bool:
+        """The batch durably in the spool; its files' offsets may advance now. False if it
+        could not be written: it is then sent (held in memory) like any batch."""
+        try:
+            written = self.spool.append(batch)
+        except OSError as e:
+            log.error("spool_write_failed", "cannot write to the spool; holding the batch in memory",
+                      path=self.spool.directory, error=e.strerror or str(e),
+                      hint="check free space and permissions of state_dir")
+            return False
+        if not written:
+            return False
+        self.budget.give_back(batch.budgeted)
+        batch.budgeted = 0
+        self.acker.done(batch)
+        return True
+
+    def _drain_spool(self) -> None:
+        """Spooled batches to the sender, oldest first, under the same budget as new ones,
+        so memory stays bounded while a full spool drains."""
+        while self.spool.unsent() and self.budget.room():
+            try:
+                batch = self.spool.take()
+            except SpoolCorrupt as e:
+                self._spool_corrupt(e)
+                continue
+            batch.budgeted = len(batch.body)
+            self.budget.take(batch.budgeted)
+            self.sender.submit(batch)
+
+    def _spool_corrupt(self, e: SpoolCorrupt) -> None:
+        log.error("spool_segment_corrupt", "a spool segment is damaged; its lines are lost, the rest is delivered",
+                  path=e.path, reason=e.reason, hint="check the disk under state_dir")
+        if e.parts is None:
+            metrics.LOST_UNKNOWN.labels("").inc()
+            return
+        for fid, job, nbytes in e.parts:
+            entry = self.entries.get(fid)
+            if entry is None:  # forgotten already: still counted in the metrics
+                metrics.LOST_BYTES.labels(job).inc(nbytes)
+                continue
+            self.reader.count_lost(entry, nbytes, "a damaged spool segment held these lines",
+                                   hint="check the disk under state_dir", segment=e.path)

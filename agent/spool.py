@@ -48,6 +48,38 @@ class Stored:
     written_at: float  # wall clock
 
 
+@dataclass
+class Status:
+    """What operators see: in `offsets`, /healthz and /metrics."""
+
+    bytes: int
+    segments: int
+    oldest_age_s: float
+    max_bytes: int
+
+    @property
+    def full(self) -> bool:
+        return self.max_bytes > 0 and self.bytes >= self.max_bytes * 0.95
+
+
+def status(directory: str, max_bytes: int, now: float | None = None) -> Status:
+    """The spool as it is on disk, read-only (the agent may be running or stopped)."""
+    now = time.time() if now is None else now
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(SUFFIX)]
+    except OSError:
+        names = []
+    total, oldest = 0, now
+    for n in names:
+        try:
+            st = os.stat(os.path.join(directory, n))
+        except OSError:
+            continue  # acknowledged and deleted meanwhile
+        total += st.st_size
+        oldest = min(oldest, st.st_mtime)
+    return Status(total, len(names), round(now - oldest, 1) if names else 0.0, max_bytes)
+
+
 class Spool:
     def __init__(self, directory: str, max_bytes: int):
         self.directory = directory
@@ -94,6 +126,9 @@ class Spool:
         if not self.stored:
             return 0.0
         return max(0.0, (time.time() if now is None else now) - next(iter(self.stored.values())).written_at)
+
+    def status(self) -> Status:
+        return Status(self.bytes, self.segments, round(self.oldest_age(), 1), self.max_bytes)
 
     def room(self, reserve: int) -> bool:
         """Room for a segment of up to `reserve` bytes."""

@@ -114,3 +114,96 @@ def test_gzip_trailer_gives_the_uncompressed_size(tmp_path):
         f.write(b"a" * 123457)
     assert rotation.gz_size(str(p)) == 123457
     assert rotation.gz_size(str(tmp_path / "missing.gz")) == 0
+
+
+# -- the spool in the loop (a stand-in sender: these test the loop's decisions) -----------
+
+class _Sender(_StuckSender):
+    """Away until `back()`, then answers everything submitted, in order."""
+
+    def __init__(self, on_done):
+        super().__init__(on_done)
+        self.on_done = on_done
+        self.indexed: list[bytes] = []
+
+    def answer_all(self) -> None:
+        while self.batches:
+            b = self.batches.pop(0)
+            self.indexed += bytes(b.body).split(b"\n")[1:-1:2]
+            self.in_flight -= 1
+            self.on_done(b)
+
+
+def _spooling_agent(tmp_path, clock, spool_bytes=1 << 20):
+    cfg = Config()
+    cfg.inputs.root = str(tmp_path / "log")
+    cfg.state_dir = str(tmp_path / "state")
+    cfg.health.enabled = False
+    cfg.formats = [FormatRule(glob="**", format="raw")]
+    cfg.batch.max_bytes = cfg.batch.max_inflight_bytes = 4096
+    cfg.reader.rescan_interval_s = 1e9
+    cfg.reader.chunk_bytes = 4096
+    cfg.spool.max_bytes = spool_bytes
+    agent = pipeline.Agent(cfg, _Sender, clock)
+    agent.start(watch=False)
+    return agent
+
+
+def _messages(lines: list[bytes]) -> list[str]:
+    import orjson
+
+    return [orjson.loads(d)["message"] for d in lines]
+
+
+def test_outage_spools_offsets_advance_and_the_drain_delivers_everything_once_in_order(tmp_path):
+    now = [0.0]
+    path = _log(tmp_path, 1000)
+    agent = _spooling_agent(tmp_path, lambda: now[0])
+    while agent.budget.room():
+        agent.turn()
+    assert agent.spool.segments == 0  # not before SPOOL_AFTER_S without acknowledgements
+    now[0] += pipeline.SPOOL_AFTER_S
+    for _ in range(100):
+        agent.turn()
+        now[0] += 0.01
+    agent.flush_batch()
+    (fid,) = agent.entries
+    assert agent.spool.segments > 2
+    in_memory = sum(b.docs for b in agent.sender.batches)
+    assert agent.entries[fid].offset < os.path.getsize(path)  # the in-memory batch is not acknowledged
+    agent.sender.answer_all()  # Elasticsearch is back
+    for _ in range(200):
+        agent.turn()
+        agent.sender.answer_all()
+    assert agent.spool.segments == 0 and not os.listdir(tmp_path / "state" / "spool")
+    assert agent.entries[fid].offset == os.path.getsize(path)
+    got = _messages(agent.sender.indexed)
+    assert got == [f"line {i:06d} {'x' * 60}" for i in range(1000)], in_memory
+
+
+def test_a_full_spool_stops_reading(tmp_path):
+    now = [0.0]
+    _log(tmp_path, 5000)
+    agent = _spooling_agent(tmp_path, lambda: now[0], spool_bytes=8192)
+    while agent.budget.room():
+        agent.turn()
+    now[0] += pipeline.SPOOL_AFTER_S
+    for _ in range(200):
+        agent.turn()
+        now[0] += 0.01
+    assert 0 < agent.spool.bytes <= 8192
+    assert not agent._may_read()
+    (fid,) = agent.entries
+    assert agent.entries[fid].offset < 5000 * 72
+
+
+def test_with_elasticsearch_keeping_up_the_spool_is_not_written(tmp_path):
+    now = [0.0]
+    _log(tmp_path, 3000)
+    agent = _spooling_agent(tmp_path, lambda: now[0])
+    for _ in range(300):
+        agent.turn()
+        agent.sender.answer_all()
+        now[0] += 1.0  # slow turns, but every batch is answered
+    assert agent.spool.segments == 0 and not os.listdir(tmp_path / "state" / "spool")
+    assert len(agent.sender.indexed) == 3000
