@@ -101,6 +101,9 @@ class Agent:
         self.budget = Budget(cfg.batch.max_inflight_bytes)
         self.spool = Spool(os.path.join(cfg.state_dir, "spool"), cfg.spool.max_bytes)
         self.stalled_since = self.last_ack_at = clock()
+        # Batches with the sender, by id: their bodies, to be spooled too if Elasticsearch goes
+        # away (else a kill -9 in the outage finds their lines rotated away).
+        self.held: dict[int, tuple[Batch, bytearray]] = {}
         self.sender = (make_sender or self._sender)(self._on_done)
         self.acked: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self.batch = Batch(started=clock())
@@ -177,6 +180,8 @@ class Agent:
                 self.reader.changed(path)
             else:
                 self.reader.copy_changed(path)
+        if self.held and self._spooling():
+            self._spool_held()
         progressed = self._read_files()
         self._observe_paused()
         if self.batch.docs and self.clock() - self.batch.started >= self.cfg.batch.flush_interval_s:
@@ -251,7 +256,8 @@ class Agent:
         if self._may_read():
             return
         for fid in self.reader.due():
-            self.reader.observe(fid)
+            if self.reader.observe(fid):
+                self.acker.dirty = True  # sizes and new generations on disk: a restart counts losses right
         read_time = encode.read_time()
         for ended in self.reader.take_ended():
             self._ended(ended, read_time)
@@ -356,9 +362,13 @@ class Agent:
         """Send the batch being filled (or, with only offsets moved, acknowledge it at once)."""
         batch, self.batch = self.batch, Batch(started=self.clock())
         self.acker.track(batch)
-        if batch.docs and self._spooling() and self._to_spool(batch):
-            return
+        if batch.docs and self._spooling():
+            self._spool_held()
+            if self._to_spool(batch):
+                return
         if batch.docs:
+            if self.spool.enabled:
+                self.held[id(batch)] = (batch, batch.body)
             self.sender.submit(batch)
         else:
             self.acker.done(batch)  # only offsets moved (e.g. past a dropped overlong tail)
@@ -375,8 +385,10 @@ class Agent:
             except queue.Empty:
                 return
             self.last_ack_at = self.clock()
+            self.held.pop(id(batch), None)
             if batch.spool_seq is None:
-                self.acker.done(batch)
+                if not all(seg.done for seg in batch.segments):  # done already if spooled meanwhile
+                    self.acker.done(batch)
             else:
                 self.spool.delete(batch.spool_seq)  # its offsets advanced when it was spooled
             self.budget.give_back(batch.budgeted)
@@ -399,6 +411,16 @@ class Agent:
         batch.budgeted = 0
         self.acker.done(batch)
         return True
+
+    def _spool_held(self) -> None:
+        """The batches Elasticsearch has not taken, into the spool ahead of new ones: their
+        offsets advance now, and a crash no longer depends on the files. The sender keeps its
+        copy; whichever arrives second is a 409 (same `_id`s), not a duplicate."""
+        for key, (batch, body) in list(self.held.items()):
+            copy = Batch(body=body, docs=batch.docs, segments=batch.segments)
+            if not self._to_spool(copy):
+                return
+            del self.held[key]
 
     def _drain_spool(self) -> None:
         """Spooled batches to the sender, oldest first, under the same budget as new ones,

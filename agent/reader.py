@@ -124,24 +124,28 @@ class Reader:
             if d == directory and name != base and name.startswith(base):
                 self._due.add(fid)
 
-    def observe(self, fid: str) -> None:
+    def observe(self, fid: str) -> bool:
         """While reading is paused (budget spent, spool full or off): what rotation does to a
         file is handled now, not when reading resumes. A truncation opens the copy (its
         descriptor keeps the data) or counts the loss; the size seen is kept, so a loss is
-        counted in full. The same checks `_read_plain` makes, without reading."""
+        counted in full. The same checks `_read_plain` makes, without reading. True when an
+        entry changed (worth saving: a restart then knows the sizes and generations)."""
         src = self.sources.get(fid)
         if src is None or src.fd is None or src.final:
-            return
+            return False
         try:
             st = os.fstat(src.fd)
         except OSError:
-            return
+            return False
         if st.st_size < src.pos or not self._head_ok(src):
             self._truncated(src, st.st_mtime)
-        elif st.st_size > src.size:
-            src.size = st.st_size
-            entry = self.entries[fid]
-            entry.size = max(entry.size, st.st_size)
+            return True
+        if st.st_size <= src.size:
+            return False
+        src.size = st.st_size
+        entry = self.entries[fid]
+        entry.size = max(entry.size, st.st_size)
+        return True
 
     def _unlink_path(self, src: Source) -> None:
         src.live = False
