@@ -107,3 +107,42 @@ def test_a_damaged_header_is_detected_without_trusting_it(tmp_path):
     with pytest.raises(SpoolCorrupt, match="header damaged") as e:
         Spool(str(d), 1 << 20).take()
     assert e.value.parts is None
+
+
+def test_spool_size_is_validated_naming_the_field():
+    from agent.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"^spool\.max_bytes: must be 0 \(off\) or at least batch\.max_bytes"):
+        from_dict({"spool": {"max_bytes": 1000}})
+    with pytest.raises(ConfigError, match=r"^spool\.max_bytes: "):
+        from_dict({"spool": {"max_bytes": -1}})
+    with pytest.raises(ConfigError, match=r"^spool\.max_bytes: must be a whole number"):
+        from_dict({"spool": {"max_bytes": "1G"}})
+    assert from_dict({"spool": {"max_bytes": 0}}).spool.max_bytes == 0
+    assert from_dict({}).spool.max_bytes == 256 * 1024 * 1024
+
+
+def test_status_reads_the_spool_without_touching_it(tmp_path):
+    d = tmp_path / "spool"
+    s = Spool(str(d), 1 << 20)
+    s.append(_batch(10))
+    s.append(_batch(10))
+    torn = d / f"{9:016d}{spool.SUFFIX}{spool.TMP_SUFFIX}"
+    torn.write_bytes(b"x")
+    st = spool.status(str(d), 1 << 20, now=os.stat(d / _seg_files(d)[0]).st_mtime + 30)
+    assert (st.segments, st.bytes, st.oldest_age_s, st.full) == (2, s.bytes, 30.0, False)
+    assert torn.exists()  # a running agent's temp file is not status's to remove
+    assert spool.status(str(tmp_path / "none"), 0).segments == 0
+
+
+def test_health_names_a_full_or_old_spool_and_not_an_empty_one():
+    from agent import health
+    from agent.config import HealthConfig
+
+    cfg = HealthConfig(max_lag_age_s=300)
+    assert health.problems(cfg, [], spool=spool.Status(0, 0, 0.0, 1000)) == []
+    assert health.problems(cfg, [], spool=spool.Status(500, 3, 10.0, 1000)) == []  # spooling, not a problem yet
+    (full,) = health.problems(cfg, [], spool=spool.Status(990, 7, 10.0, 1000))
+    assert "spool full: 990 of 1000 bytes in 7 segment(s)" in full and "reading has stopped" in full
+    (old,) = health.problems(cfg, [], spool=spool.Status(500, 3, 400.0, 1000))
+    assert "spool holds old data" in old and "oldest 400s" in old
