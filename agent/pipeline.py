@@ -405,7 +405,7 @@ class Agent:
                       path=self.spool.directory, error=e.strerror or str(e),
                       hint="check free space and permissions of state_dir")
             return False
-        if not written:
+        if not written:  # larger than the room left: sent instead (one batch beyond the budget)
             return False
         self.budget.give_back(batch.budgeted)
         batch.budgeted = 0

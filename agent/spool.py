@@ -59,7 +59,8 @@ class Status:
 
     @property
     def full(self) -> bool:
-        return self.max_bytes > 0 and self.bytes >= self.max_bytes * 0.95
+        """Within a segment or so of the bound: reading has stopped."""
+        return self.max_bytes > 0 and self.bytes >= self.max_bytes * 0.9
 
 
 def status(directory: str, max_bytes: int, now: float | None = None) -> Status:
@@ -87,6 +88,7 @@ class Spool:
         self.stored: dict[int, Stored] = {}  # by seq; dicts keep insertion (= seq) order
         self.sent: set[int] = set()  # handed to the sender, not yet acknowledged
         self.bytes = 0
+        self.largest = 0  # the largest segment written: what the next one may need
         self._next = 0
         if self.enabled:
             os.makedirs(directory, exist_ok=True)
@@ -131,8 +133,8 @@ class Spool:
         return Status(self.bytes, self.segments, round(self.oldest_age(), 1), self.max_bytes)
 
     def room(self, reserve: int) -> bool:
-        """Room for a segment of up to `reserve` bytes."""
-        return self.enabled and self.bytes + reserve <= self.max_bytes
+        """Room for one more segment: as large as the largest so far, or `reserve` before the first."""
+        return self.enabled and self.bytes + (self.largest or reserve) <= self.max_bytes
 
     def unsent(self) -> bool:
         return len(self.sent) < len(self.stored)
@@ -159,6 +161,7 @@ class Spool:
         os.replace(tmp, path)
         _fsync_dir(self.directory)
         self._add(Stored(seq, len(data), time.time()))
+        self.largest = max(self.largest, len(data))
         return True
 
     def take(self) -> Batch:
