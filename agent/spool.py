@@ -91,7 +91,7 @@ class Spool:
         self.largest = 0  # the largest segment written: what the next one may need
         self._next = 0
         if self.enabled:
-            os.makedirs(directory, exist_ok=True)
+            os.makedirs(directory, mode=0o700, exist_ok=True)  # segments hold text of root-only logs
             self._load()
 
     @property
