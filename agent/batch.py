@@ -23,7 +23,7 @@ class Segment:
 
 @dataclass
 class Batch:
-    body: bytearray = field(default_factory=bytearray)
+    body: bytearray | bytes = field(default_factory=bytearray)  # bytes: replayed from the spool, as it was
     docs: int = 0
     segments: list[Segment] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)

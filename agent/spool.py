@@ -212,7 +212,7 @@ def decode(data: bytes, path: str) -> Batch:
     h = orjson.loads(header_bytes)
     segs = [Segment(fid, end, tail, job, lines, nbytes) for fid, end, tail, job, lines, nbytes in h["segments"]]
     parts = [(s.fid, s.job, s.bytes) for s in segs]
-    body = data[_PREFIX.size + hlen :]
+    body = memoryview(data)[_PREFIX.size + hlen :]  # no copy: memory stays flat while a full spool drains
     if len(body) != h["zlen"]:
         raise SpoolCorrupt(path, f"body truncated ({len(body)} of {h['zlen']} bytes)", parts)
     if zlib.crc32(body) != h["crc"]:
@@ -223,7 +223,7 @@ def decode(data: bytes, path: str) -> Batch:
         raise SpoolCorrupt(path, f"body does not decompress ({e})", parts) from None
     if len(raw) != h["body_len"]:
         raise SpoolCorrupt(path, "body length mismatch", parts)
-    return Batch(body=bytearray(raw), docs=h["docs"], segments=segs)
+    return Batch(body=raw, docs=h["docs"], segments=segs)
 
 
 def _fsync_dir(directory: str) -> None:
