@@ -291,13 +291,25 @@ class Reader:
                     old.close()
                 self.sources[fid] = src
                 self._due.add(fid)
-                # The copy's size is the file's: a restart after a crash re-reads a finished
-                # (gone) copy only up to the entry's size.
-                e.size = max(e.size, src.size, rotation.gz_size(cand) if src.gz is not None else 0)
+                self._copy_size(e, src.size if src.gz is None else rotation.gz_size(cand), offset)
                 log.info("rotated_copy", "reading the rest of a rotated file from its copy",
                          path=path, copy=cand, offset=offset)
                 return src
         return None
+
+    def _copy_size(self, e: Entry, copy_size: int, offset: int) -> None:
+        """The copy's size is the generation's: a restart after a crash re-reads a finished
+        (gone) copy only up to the entry's size. A copy smaller than the file was seen is
+        copytruncate's own loss (lines written between its copy and its truncate): counted
+        now, exactly, rather than as unread bytes on a later restart."""
+        if not copy_size or copy_size >= e.size:
+            e.size = max(e.size, copy_size)
+            return
+        end = max(copy_size, offset)
+        n, e.size = e.size - end, end
+        self.count_lost(e, n, "lines written between logrotate's copy and its truncate are in no copy "
+                              "(copytruncate's own loss)", from_offset=end, race=True,
+                        hint="logrotate copytruncate loses these; rotating less often or by rename avoids it")
 
     def _lost(self, entry: Entry, n: int, end: int) -> None:
         """Count [end, end + n) as lost; the entry's size becomes `end`, so a restart does

@@ -216,3 +216,30 @@ def test_with_elasticsearch_keeping_up_the_spool_is_not_written(tmp_path):
         now[0] += 1.0  # slow turns, but every batch is answered
     assert agent.spool.segments == 0 and not os.listdir(tmp_path / "state" / "spool")
     assert len(agent.sender.indexed) == 3000
+
+
+def test_lines_written_between_copy_and_truncate_are_counted_once_as_copytruncates_loss(tmp_path, capfd):
+    path = _log(tmp_path, 1000)
+    agent = _paused_agent(tmp_path, path)
+    (fid,) = agent.entries
+    copy = path + ".1"
+    shutil.copyfile(path, copy)  # logrotate's copy ...
+    with open(path, "ab") as f:
+        f.write(b"raced line\n" * 10)  # ... lines appended meanwhile ...
+    agent.reader.changed(path)
+    agent.turn()  # ... seen by the agent ...
+    os.truncate(path, 0)  # ... and the truncate
+    agent.reader.changed(path)
+    agent.turn()
+    assert agent.reader.source(fid).reading_from == copy
+    assert agent.entries[fid].lost_bytes == 110
+    assert agent.entries[fid].size == os.path.getsize(copy)  # a restart does not count them again
+    assert "copytruncate's own loss" in capfd.readouterr().err
+
+
+def test_an_incomplete_gzip_trailer_is_not_trusted(tmp_path):
+    p = tmp_path / "x.log.1.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(b"a" * 1000)
+    (tmp_path / "x.log.1").write_bytes(b"a" * 1000)  # logrotate still compressing
+    assert rotation.gz_size(str(p)) == 0
