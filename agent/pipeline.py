@@ -424,8 +424,10 @@ class Agent:
 
     def _drain_spool(self) -> None:
         """Spooled batches to the sender, oldest first, under the same budget as new ones,
-        so memory stays bounded while a full spool drains."""
-        while self.spool.unsent() and self.budget.room():
+        less a batch: reading goes on into the spool while it drains, and the batch being
+        filled then is not in the budget. So memory stays as bounded as without a spool."""
+        while self.spool.unsent() and (not self.budget.used
+                                       or self.budget.used + self.cfg.batch.max_bytes <= self.budget.limit):
             try:
                 batch = self.spool.take()
             except SpoolCorrupt as e:
