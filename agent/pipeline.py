@@ -374,7 +374,9 @@ class Agent:
             self.acker.done(batch)  # only offsets moved (e.g. past a dropped overlong tail)
 
     def _on_done(self, batch: Batch) -> None:
-        """Sender thread: hand the batch back to the loop."""
+        """Sender thread: hand the batch back to the loop. Its body is let go of at once
+        (not at the next turn): held bodies never outlive the sender's own use of them."""
+        self.held.pop(id(batch), None)
         self.acked.put(batch)
         self.wake.set()
 
@@ -385,7 +387,6 @@ class Agent:
             except queue.Empty:
                 return
             self.last_ack_at = self.clock()
-            self.held.pop(id(batch), None)
             if batch.spool_seq is None:
                 if not all(seg.done for seg in batch.segments):  # done already if spooled meanwhile
                     self.acker.done(batch)
@@ -416,11 +417,11 @@ class Agent:
         """The batches Elasticsearch has not taken, into the spool ahead of new ones: their
         offsets advance now, and a crash no longer depends on the files. The sender keeps its
         copy; whichever arrives second is a 409 (same `_id`s), not a duplicate."""
-        for key, (batch, body) in list(self.held.items()):
+        for key, (batch, body) in list(self.held.items()):  # a copy: sender threads pop from it
             copy = Batch(body=body, docs=batch.docs, segments=batch.segments)
             if not self._to_spool(copy):
                 return
-            del self.held[key]
+            self.held.pop(key, None)
 
     def _drain_spool(self) -> None:
         """Spooled batches to the sender, oldest first, under the same budget as new ones,
