@@ -392,6 +392,8 @@ class Agent:
                     self.acker.done(batch)
             else:
                 self.spool.delete(batch.spool_seq)  # its offsets advanced when it was spooled
+                if not self.spool.segments:
+                    log.info("spool_drained", "the disk spool is delivered; sending straight to Elasticsearch again")
             self.budget.give_back(batch.budgeted)
 
     # -- the spool: batches Elasticsearch could not take ----------------------------------
@@ -408,6 +410,10 @@ class Agent:
             return False
         if not written:  # larger than the room left: sent instead (one batch beyond the budget)
             return False
+        if self.spool.segments == 1:
+            log.warn("spooling", "Elasticsearch is not taking data; reading on into the disk spool",
+                     path=self.spool.directory, max_bytes=self.spool.max_bytes,
+                     hint="check Elasticsearch; the spool drains by itself once it answers")
         self.budget.give_back(batch.budgeted)
         batch.budgeted = 0
         self.acker.done(batch)
