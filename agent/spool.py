@@ -144,6 +144,7 @@ class Spool:
     def append(self, batch: Batch) -> bool:
         """The batch, durably, behind the others. False (nothing written) if it would not fit."""
         data = encode(batch)
+        self.largest = max(self.largest, len(data))  # refused or not: `room` must not offer less
         if self.bytes + len(data) > self.max_bytes:
             return False
         seq, self._next = self._next, self._next + 1
@@ -161,7 +162,6 @@ class Spool:
         os.replace(tmp, path)
         _fsync_dir(self.directory)
         self._add(Stored(seq, len(data), time.time()))
-        self.largest = max(self.largest, len(data))
         return True
 
     def take(self) -> Batch:

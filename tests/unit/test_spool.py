@@ -146,3 +146,12 @@ def test_health_names_a_full_or_old_spool_and_not_an_empty_one():
     assert "spool full: 990 of 1000 bytes in 7 segment(s)" in full and "reading has stopped" in full
     (old,) = health.problems(cfg, [], spool=spool.Status(500, 3, 400.0, 1000))
     assert "spool holds old data" in old and "oldest 400s" in old
+
+
+def test_a_refused_segment_makes_room_ask_for_as_much(tmp_path):
+    s = Spool(str(tmp_path / "spool"), 3000)
+    assert s.append(_batch(10))
+    assert s.room(1)
+    noise = Batch(body=bytearray(os.urandom(2900)), docs=1, segments=[Segment("f2", 1, "", "job1", 1, 1)])
+    assert not s.append(noise)  # larger than what is left (a new largest)
+    assert not s.room(1)  # reading stops rather than sending batch after batch to memory
