@@ -23,12 +23,13 @@ class Segment:
 
 @dataclass
 class Batch:
-    body: bytearray = field(default_factory=bytearray)
+    body: bytearray | bytes = field(default_factory=bytearray)  # bytes: replayed from the spool, as it was
     docs: int = 0
     segments: list[Segment] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     budgeted: int = 0  # bytes taken from the budget for this batch
     status: bool = False  # the agent's own status document: a newer one supersedes it while queued
+    spool_seq: int | None = None  # replayed from this spool segment: its offsets advanced when spooled
 
     def segment_for(self, fid: str, job: str) -> Segment:
         if self.segments and self.segments[-1].fid == fid:

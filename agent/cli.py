@@ -95,11 +95,21 @@ def offsets(config_path: str, as_json: bool) -> None:
     Read from the registry and the file system, so it works with the agent stopped."""
     from agent.offsets import table
 
-    rows, _unlisted = _offset_rows(_load(config_path))
+    cfg = _load(config_path)
+    rows, _unlisted = _offset_rows(cfg)
+    sp = _spool_status(cfg)
     if as_json:
-        click.echo(orjson.dumps([r.as_dict() for r in rows]).decode())
+        click.echo(orjson.dumps({"files": [r.as_dict() for r in rows], "spool": sp}).decode())
     else:
         click.echo(table(rows))
+        click.echo(f"\nLOST {sum(r.lost_bytes for r in rows)} bytes in total; "
+                   f"SPOOL {sp.bytes} of {sp.max_bytes} bytes, {sp.segments} segment(s), oldest {sp.oldest_age_s:.0f}s")
+
+
+def _spool_status(cfg: Config):
+    from agent import spool
+
+    return spool.status(os.path.join(cfg.state_dir, "spool"), cfg.spool.max_bytes)
 
 
 @main.command()
@@ -115,7 +125,7 @@ def check(config_path: str) -> None:
         from agent import health
 
         rows, unlisted = _offset_rows(cfg)
-        reasons = health.problems(cfg.health, rows, unlisted_dirs=unlisted)
+        reasons = health.problems(cfg.health, rows, unlisted_dirs=unlisted, spool=_spool_status(cfg))
     if reasons:
         for r in reasons:
             click.echo(f"unhealthy: {r}", err=True)

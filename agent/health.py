@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from agent import log, metrics
 from agent.config import HealthConfig
 from agent.offsets import FileOffset
+from agent.spool import Status
 
 
 # A client of the endpoint gets this long per read or write, and at most this many are served
@@ -26,7 +27,7 @@ MAX_CONNECTIONS = 8
 def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | None = None,
              refused_reason: str = "", stuck_for: float = 0.0, now: float | None = None,
              unlisted_dirs: dict[str, str] | None = None, waiting: dict[str, float] | None = None,
-             last_error: str = "") -> list[str]:
+             last_error: str = "", spool: Status | None = None) -> list[str]:
     """Why the agent is unhealthy; empty when healthy. Each reason says what to look at."""
     now = time.time() if now is None else now
     out = []
@@ -57,6 +58,10 @@ def problems(cfg: HealthConfig, files: list[FileOffset], refused_since: float | 
     if stuck_for > cfg.max_lag_age_s:
         why = f"; last error: {last_error}" if last_error else ""
         out.append(f"no bulk request has succeeded for {stuck_for:.0f}s while documents wait{why}")
+    if spool is not None and spool.segments and (spool.full or spool.oldest_age_s > cfg.max_lag_age_s):
+        out.append(f"spool {'full' if spool.full else 'holds old data'}: {spool.bytes} of {spool.max_bytes} bytes "
+                   f"in {spool.segments} segment(s), oldest {spool.oldest_age_s:.0f}s"
+                   + ("; reading has stopped, rotation may now destroy unread logs" if spool.full else ""))
     return out
 
 
@@ -82,10 +87,12 @@ metrics.REGISTRY.register(_LAG)
 
 
 class HealthServer:
-    def __init__(self, cfg: HealthConfig, files: Callable[[], list[FileOffset]], reasons: Callable[[], list[str]]):
+    def __init__(self, cfg: HealthConfig, files: Callable[[], list[FileOffset]], reasons: Callable[[], list[str]],
+                 spool: Callable[[], Status] | None = None):
         self.cfg = cfg
         self.files = files
         self.reasons = reasons
+        self.spool = spool
         _LAG.files = files
         server = self
 
@@ -96,7 +103,10 @@ class HealthServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     why = server.reasons()
-                    body = orjson.dumps({"healthy": not why, "reasons": why})
+                    doc = {"healthy": not why, "reasons": why, "lost_bytes": sum(f.lost_bytes for f in server.files())}
+                    if server.spool is not None:
+                        doc["spool"] = server.spool()
+                    body = orjson.dumps(doc)
                     self._send(503 if why else 200, "application/json", body)
                 elif path == "/offsets":
                     self._send(200, "application/json", orjson.dumps([f.as_dict() for f in server.files()]))

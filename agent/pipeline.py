@@ -33,10 +33,14 @@ from agent.frame import Framer, Frames
 from agent.reader import Chunk, Reader
 from agent.rules import Rules
 from agent.source import Source
+from agent.spool import Spool, SpoolCorrupt
 
 CHUNKS_PER_TURN = 4  # per file, before the next file gets its turn
 # Files quiet for reader.QUIET_S are looked at every QUIET_POLLS-th poll (reader.poll_interval_s).
 QUIET_POLLS = 4
+# The budget spent and nothing acknowledged for this long: Elasticsearch cannot take data
+# (not merely slow), so new batches go to the spool rather than waiting in the files.
+SPOOL_AFTER_S = 3.0
 
 
 def tune_malloc() -> None:
@@ -114,6 +118,11 @@ class Agent:
         self.acker = Acker(self.entries, cfg.state_dir, cfg.registry.forget_after_s, self.jail)
         self.reader = Reader(cfg.reader, self.entries, self.discovery.job_of, self.jail, clock, self.acker.retired)
         self.budget = Budget(cfg.batch.max_inflight_bytes)
+        self.spool = Spool(os.path.join(cfg.state_dir, "spool"), cfg.spool.max_bytes)
+        self.stalled_since = self.last_ack_at = clock()
+        # Batches with the sender, by id: their bodies, to be spooled too if Elasticsearch goes
+        # away (else a kill -9 in the outage finds their lines rotated away).
+        self.held: dict[int, tuple[Batch, bytearray]] = {}
         self.sender = (make_sender or self._sender)(self._on_done)
         self.acked: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self.batch = Batch(started=clock())
@@ -151,7 +160,8 @@ class Agent:
         since = max(sh.last_success or 0.0, self.sender.waiting_since)
         stuck = time.time() - since if self.sender.in_flight else 0.0
         return health.problems(self.cfg.health, self.offsets(), sh.refused_since, sh.refused_reason, stuck,
-                               unlisted_dirs=self.discovery.unlisted, waiting=dict(self.reader.waiting), last_error=sh.last_error)
+                               unlisted_dirs=self.discovery.unlisted, waiting=dict(self.reader.waiting), last_error=sh.last_error,
+                               spool=self.spool.status())
 
     # -- start, run, stop ---------------------------------------------------------------
 
@@ -162,8 +172,9 @@ class Agent:
                  hosts=[send.redact(h) for h in self.cfg.elasticsearch.hosts], target=self.cfg.target.name,
                  known_files=len(self.entries))
         metrics.INFLIGHT_LIMIT.set(self.cfg.batch.max_inflight_bytes)
+        metrics.SPOOL_LIMIT.set(self.cfg.spool.max_bytes)
         if self.cfg.health.enabled:
-            self.health = health.HealthServer(self.cfg.health, self.offsets, self.problems)
+            self.health = health.HealthServer(self.cfg.health, self.offsets, self.problems, self.spool.status)
             self.health.start()
         if watch:
             self.discovery.start()
@@ -184,10 +195,11 @@ class Agent:
         self.wake.set()
 
     def turn(self) -> bool:
-        """One turn of the loop: settle acknowledgements, discover, take every due file once
-        through read -> frame -> encode -> batch, send a batch that is due, checkpoint when
-        due. True when anything was read or framed."""
+        """One turn of the loop: settle acknowledgements, feed spooled batches to the sender,
+        discover, take every due file once through read -> frame -> encode -> batch, send (or
+        spool) a batch that is due, checkpoint when due. True when anything was read or framed."""
         self._settle_acks()
+        self._drain_spool()
         now = self.clock()
         if self.discovery.rescan_requested or now >= self.next_rescan:
             self.discovery.rescan_requested = False
@@ -196,13 +208,18 @@ class Agent:
         for path in self.discovery.take_changed():
             if self.reader.knows(path) or self.discovery.matches(path):
                 self.reader.changed(path)
+            else:
+                self.reader.copy_changed(path)
         if now >= self.next_poll:
             self.polls += 1
             self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0)
             self.next_poll = now + self.cfg.reader.poll_interval_s
+        if self.held and self._spooling():
+            self._spool_held()
         progressed = self._read_files()
         if self.reader.waiting:
             self._make_room()
+        self._observe_paused()
         if self.batch.docs and self.clock() - self.batch.started >= self.cfg.batch.flush_interval_s:
             self.flush_batch()
         elif not self.batch.docs and self.batch.segments:
@@ -214,6 +231,9 @@ class Agent:
             self._report_status()
             self.next_status = self.clock() + self.cfg.fleet.interval_s
         metrics.INFLIGHT_BYTES.set(self.budget.used)
+        metrics.SPOOL_BYTES.set(self.spool.bytes)
+        metrics.SPOOL_SEGMENTS.set(self.spool.segments)
+        metrics.SPOOL_OLDEST_AGE.set(self.spool.oldest_age())
         metrics.OPEN_FILES.set(len(self.reader.sources))
         return progressed
 
@@ -240,15 +260,46 @@ class Agent:
 
     # -- one file's pass: read -> frame -> encode -> batch --------------------------------
 
+    def _may_read(self) -> bool:
+        """Room in the budget, or in the spool while batches go there."""
+        if self.budget.room():
+            self.stalled_since = self.clock()
+            return True
+        return self._spooling() and self.spool.room(self.cfg.batch.max_bytes)
+
+    def _spooling(self) -> bool:
+        """New batches go to the spool: while it holds segments (they are older and go
+        first), or once the budget has been spent with nothing acknowledged for SPOOL_AFTER_S.
+        While Elasticsearch keeps up the spool is not written at all."""
+        if not self.spool.enabled:
+            return False
+        if self.spool.segments:
+            return True
+        if self.budget.room():
+            return False
+        return self.clock() - max(self.stalled_since, self.last_ack_at) >= SPOOL_AFTER_S
+
     def _read_files(self) -> bool:
         progressed = False
         now = self.clock()
         read_time = encode.read_time()
         for fid in self.reader.due():
-            if not self.budget.room():
+            if not self._may_read():
                 break
             progressed |= self._read_file(fid, now, read_time)
         return progressed
+
+    def _observe_paused(self) -> None:
+        """Reading stopped short (no room): the files it did not reach are still watched, so
+        a truncation finds its copy while it exists and what rotation destroys is counted."""
+        if self._may_read():
+            return
+        for fid in self.reader.due():
+            if self.reader.observe(fid):
+                self.acker.dirty = True  # sizes and new generations on disk: a restart counts losses right
+        read_time = encode.read_time()
+        for ended in self.reader.take_ended():
+            self._ended(ended, read_time)
 
     def _read_file(self, fid: str, now: float, read_time: bytes) -> bool:
         """Up to CHUNKS_PER_TURN chunks of one file into the batch, then what its end calls
@@ -264,7 +315,7 @@ class Agent:
             if stream.held is not None:
                 return True  # the budget is spent again: the rest waits
         for _ in range(CHUNKS_PER_TURN):
-            if not self.budget.room():
+            if not self._may_read():
                 return progressed
             chunk = self.reader.read(fid)
             if chunk is None:
@@ -423,7 +474,13 @@ class Agent:
         """Send the batch being filled (or, with only offsets moved, acknowledge it at once)."""
         batch, self.batch = self.batch, Batch(started=self.clock())
         self.acker.track(batch)
+        if batch.docs and self._spooling():
+            self._spool_held()
+            if self._to_spool(batch):
+                return
         if batch.docs:
+            if self.spool.enabled:
+                self.held[id(batch)] = (batch, batch.body)
             self.sender.submit(batch)
         else:
             self.acker.done(batch)  # only offsets moved (e.g. past a dropped overlong tail)
@@ -448,7 +505,9 @@ class Agent:
         self.sender.submit(batch)
 
     def _on_done(self, batch: Batch) -> None:
-        """Sender thread: hand the batch back to the loop."""
+        """Sender thread: hand the batch back to the loop. Its body is let go of at once
+        (not at the next turn): held bodies never outlive the sender's own use of them."""
+        self.held.pop(id(batch), None)
         self.acked.put(batch)
         self.wake.set()
 
@@ -458,8 +517,77 @@ class Agent:
                 batch = self.acked.get_nowait()
             except queue.Empty:
                 return
-            self.acker.done(batch)
+            self.last_ack_at = self.clock()
+            if batch.spool_seq is None:
+                if not all(seg.done for seg in batch.segments):  # done already if spooled meanwhile
+                    self.acker.done(batch)
+            else:
+                self.spool.delete(batch.spool_seq)  # its offsets advanced when it was spooled
+                if not self.spool.segments:
+                    log.info("spool_drained", "the disk spool is delivered; sending straight to Elasticsearch again")
             self.budget.give_back(batch.budgeted)
             for seg in batch.segments:
                 if seg.lines:
                     self.shipped.add(seg.job, seg.lines, seg.bytes)
+
+    # -- the spool: batches Elasticsearch could not take ----------------------------------
+
+    def _to_spool(self, batch: Batch) -> bool:
+        """The batch durably in the spool; its files' offsets may advance now. False if it
+        could not be written: it is then sent (held in memory) like any batch."""
+        try:
+            written = self.spool.append(batch)
+        except OSError as e:
+            log.error("spool_write_failed", "cannot write to the spool; holding the batch in memory",
+                      path=self.spool.directory, error=e.strerror or str(e),
+                      hint="check free space and permissions of state_dir")
+            return False
+        if not written:  # larger than the room left: sent instead (one batch beyond the budget)
+            return False
+        if self.spool.segments == 1:
+            log.warn("spooling", "Elasticsearch is not taking data; reading on into the disk spool",
+                     path=self.spool.directory, max_bytes=self.spool.max_bytes,
+                     hint="check Elasticsearch; the spool drains by itself once it answers")
+        self.budget.give_back(batch.budgeted)
+        batch.budgeted = 0
+        self.acker.done(batch)
+        return True
+
+    def _spool_held(self) -> None:
+        """The batches Elasticsearch has not taken, into the spool ahead of new ones: their
+        offsets advance now, and a crash no longer depends on the files. The sender keeps its
+        copy; whichever arrives second is a 409 (same `_id`s), not a duplicate."""
+        for key, (batch, body) in list(self.held.items()):  # a copy: sender threads pop from it
+            copy = Batch(body=body, docs=batch.docs, segments=batch.segments)
+            if not self._to_spool(copy):
+                return
+            self.held.pop(key, None)
+
+    def _drain_spool(self) -> None:
+        """Spooled batches to the sender, oldest first, under the same budget as new ones,
+        less a batch: reading goes on into the spool while it drains, and the batch being
+        filled then is not in the budget. So memory stays as bounded as without a spool."""
+        while self.spool.unsent() and (not self.budget.used
+                                       or self.budget.used + self.cfg.batch.max_bytes <= self.budget.limit):
+            try:
+                batch = self.spool.take()
+            except SpoolCorrupt as e:
+                self._spool_corrupt(e)
+                continue
+            batch.budgeted = len(batch.body)
+            self.budget.take(batch.budgeted)
+            self.sender.submit(batch)
+
+    def _spool_corrupt(self, e: SpoolCorrupt) -> None:
+        log.error("spool_segment_corrupt", "a spool segment is damaged; its lines are lost, the rest is delivered",
+                  path=e.path, reason=e.reason, hint="check the disk under state_dir")
+        if e.parts is None:
+            metrics.LOST_UNKNOWN.labels("").inc()
+            return
+        for fid, job, nbytes in e.parts:
+            entry = self.entries.get(fid)
+            if entry is None:  # forgotten already: still counted in the metrics
+                metrics.LOST_BYTES.labels(job).inc(nbytes)
+                continue
+            self.reader.count_lost(entry, nbytes, "a damaged spool segment held these lines",
+                                   hint="check the disk under state_dir", segment=e.path)

@@ -166,6 +166,38 @@ class Reader:
             self._unlink_path(src)  # renamed away or replaced: drain the old inode, open the new file
             self._open_live(path)
 
+    def copy_changed(self, path: str) -> None:
+        """A rotated copy (x.log.1, x.log.1.gz) appeared or went: its live file is due, so a
+        truncation is noticed now and the copy opened while it exists."""
+        directory, name = os.path.split(path)
+        for live, fid in self.by_path.items():
+            d, base = os.path.split(live)
+            if d == directory and name != base and name.startswith(base):
+                self._due.add(fid)
+
+    def observe(self, fid: str) -> bool:
+        """While reading is paused (budget spent, spool full or off): what rotation does to a
+        file is handled now, not when reading resumes. A truncation opens the copy (its
+        descriptor keeps the data) or counts the loss; the size seen is kept, so a loss is
+        counted in full. The same checks `_read_plain` makes, without reading. True when an
+        entry changed (worth saving: a restart then knows the sizes and generations)."""
+        src = self.sources.get(fid)
+        if src is None or src.fd is None or src.final:
+            return False
+        try:
+            st = os.fstat(src.fd)
+        except OSError:
+            return False
+        if st.st_size < src.pos or not self._head_ok(src):
+            self._truncated(src, st.st_mtime)
+            return True
+        if st.st_size <= src.size:
+            return False
+        src.size = st.st_size
+        entry = self.entries[fid]
+        entry.size = max(entry.size, st.st_size)
+        return True
+
     def _unlink_path(self, src: Source) -> None:
         src.live = False
         self.by_path.pop(src.path, None)
@@ -292,7 +324,7 @@ class Reader:
                 st = os.stat(cand)
             except OSError:
                 continue
-            size = 0 if cand.endswith(".gz") else st.st_size  # a gzip's uncompressed size is learnt while reading
+            size = rotation.gz_size(cand) if cand.endswith(".gz") else st.st_size
             try:  # copytruncate: the generation was written under the live file's inode, and
                 st = os.stat(path)  # a killed agent that saw it there derived its fid from that
             except OSError:
@@ -321,9 +353,7 @@ class Reader:
                     old.close()
                 self.sources[fid] = src
                 self._due.add(fid)
-                # The copy's size is the file's: a restart after a crash re-reads a finished
-                # (gone) copy only up to the entry's size.
-                e.size = max(e.size, src.size)
+                self._copy_size(e, src.size if src.gz is None else rotation.gz_size(cand), offset)
                 log.info("rotated_copy", "reading the rest of a rotated file from its copy",
                          path=path, copy=cand, offset=offset)
                 return src
@@ -402,18 +432,36 @@ class Reader:
                           "no symbolic link; remove the link, FIFO or device, or list the real file in extra_paths")
             self.refused[path] = reason
 
+    def _copy_size(self, e: Entry, copy_size: int, offset: int) -> None:
+        """The copy's size is the generation's: a restart after a crash re-reads a finished
+        (gone) copy only up to the entry's size. A copy smaller than the file was seen is
+        copytruncate's own loss (lines written between its copy and its truncate): counted
+        now, exactly, rather than as unread bytes on a later restart."""
+        if not copy_size or copy_size >= e.size:
+            e.size = max(e.size, copy_size)
+            return
+        end = max(copy_size, offset)
+        n, e.size = e.size - end, end
+        self.count_lost(e, n, "lines written between logrotate's copy and its truncate are in no copy "
+                              "(copytruncate's own loss)", from_offset=end, race=True,
+                        hint="logrotate copytruncate loses these; rotating less often or by rename avoids it")
+
     def _lost(self, entry: Entry, n: int, end: int) -> None:
         """Count [end, end + n) as lost; the entry's size becomes `end`, so a restart does
         not look for those bytes again."""
         entry.size = end
+        self.count_lost(entry, n, "log content was rotated away before it was read", from_offset=end,
+                        hint="ship faster (check Elasticsearch), keep more rotated copies (logrotate rotate/size) "
+                             "or give the spool more room (spool.max_bytes)")
+
+    def count_lost(self, entry: Entry, n: int, why: str, hint: str, **where) -> None:
+        """`n` bytes of `entry`'s generation will never be shipped: counted once, reported."""
         if n <= 0:
             return
         entry.lost_bytes += n
         entry.lost_at = time.time()
         metrics.LOST_BYTES.labels(self.job_of(entry.path)).inc(n)
-        log.error("bytes_lost", "log content was rotated away before it was read",
-                  path=entry.path, lost_bytes=n,
-                  hint="ship faster (check Elasticsearch) or keep more rotated copies (logrotate rotate/size)")
+        log.error("bytes_lost", why, path=entry.path, generation=entry.fid, lost_bytes=n, hint=hint, **where)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -479,11 +527,25 @@ class Reader:
         except GZIP_ERRORS as e:
             log.warn("gzip_unreadable", "rotated gzip copy is damaged; the rest of it is lost",
                      path=src.reading_from, error=str(e))
+            self._gz_damaged(src)
             return b""
         if data:
             src.size = max(src.size, src.pos + len(data))
             self.entries[src.fid].size = max(self.entries[src.fid].size, src.size)
         return data
+
+    def _gz_damaged(self, src: Source) -> None:
+        """The rest of a damaged gzip copy is lost: by its trailer's size if it has one,
+        else as a generation of unknown size (never as zero)."""
+        entry = self.entries[src.fid]
+        size = max(entry.size, rotation.gz_size(src.reading_from))
+        if size > src.pos:
+            self._lost(entry, size - src.pos, src.pos)
+        else:
+            metrics.LOST_UNKNOWN.labels(self.job_of(entry.path)).inc()
+            log.error("bytes_lost", "a damaged gzip copy's size is unknown: an unknown number of bytes is lost",
+                      path=entry.path, generation=entry.fid, copy=src.reading_from, from_offset=src.pos,
+                      hint="check the disk; logrotate's compress step may have been interrupted")
 
     def _head_ok(self, src: Source) -> bool:
         e = self.entries[src.fid]

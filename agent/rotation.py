@@ -68,6 +68,20 @@ def begins_with_any(data: bytes, heads: Iterable[Head]) -> bool:
     return any(Head.of(data[: h.length]) == h for h in heads)
 
 
+def gz_size(path: str) -> int:
+    """A gzip copy's uncompressed size from its trailer (ISIZE: the last 4 bytes, little
+    endian, the size mod 2**32), without decompressing it; 0 if unreadable, or while
+    logrotate is still writing it (its plain copy is deleted only once it is complete)."""
+    if os.path.exists(path.removesuffix(".gz")):
+        return 0
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return int.from_bytes(f.read(4), "little")
+    except OSError:
+        return 0
+
+
 def mtime(path: str) -> float:
     try:
         return os.stat(path).st_mtime

@@ -33,7 +33,7 @@ def _fleet(es_url: str, index: str, *extra: str) -> subprocess.CompletedProcess:
 def _offsets(cfg: Path) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "agent.cli", "offsets", "--json", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60, check=True)
-    return orjson.loads(out.stdout)
+    return orjson.loads(out.stdout)["files"]
 
 
 class Vm:

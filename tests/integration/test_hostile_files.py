@@ -116,7 +116,7 @@ def test_links_fifos_and_forged_entries_are_refused_once_and_the_rest_ships(es, 
 
     out = subprocess.run([sys.executable, "-m", "agent.cli", "offsets", "--json", "--config", str(cfg)],
                          capture_output=True, timeout=60, check=True).stdout
-    rows = {r["path"]: r for r in orjson.loads(out)}
+    rows = {r["path"]: r for r in orjson.loads(out)["files"]}
     for path in [job / "shadow.log", job / "key.log", job / "f.log", secret / "shadow", root / "linked" / "inner.log"]:
         assert rows[str(path)]["state"] == "refused", rows.get(str(path))
         assert rows[str(path)]["reason"]

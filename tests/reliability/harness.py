@@ -42,9 +42,18 @@ def line(job: str, n: int) -> bytes:
     return f"{job} seq={n:09d} {FILLER}\n".encode()
 
 
-def logrotate_conf(root: Path, *, copytruncate: bool = True, size: str = "20k", rotate: int = 1000) -> str:
-    """The stemcell's stanza for job logs, with a small size so rotation happens often."""
+def logrotate_conf(root: Path, *, copytruncate: bool = True, size: str = "20k", rotate: int = 1000,
+                   archive: Path | None = None) -> str:
+    """The stemcell's stanza for job logs, with a small size so rotation happens often.
+
+    `archive`: postrotate (after the copy and truncate, before compress) keeps a copy of each
+    new generation there, so with few kept generations the test still knows what logrotate's
+    copies held: lines in none of them are logrotate's own copytruncate race."""
     method = "copytruncate" if copytruncate else "create 0644 root root"
+    keep = (f"""  postrotate
+    cp "$1.1" "{archive}/$(basename "$1").$(date +%s%N)"
+  endscript
+""" if archive else "")
     return f"""{root}/*/*.log {{
   missingok
   rotate {rotate}
@@ -52,7 +61,7 @@ def logrotate_conf(root: Path, *, copytruncate: bool = True, size: str = "20k", 
   compress
   notifempty
   size {size}
-}}
+{keep}}}
 """
 
 
@@ -213,6 +222,8 @@ class Scenario:
         return self.writer
 
     def start_rotator(self, interval: float = 0.3, **conf) -> Rotator:
+        if conf.get("archive"):
+            conf["archive"].mkdir(exist_ok=True)
         path = self.tmp / "logrotate.conf"
         path.write_text(logrotate_conf(self.root, **conf))
         os.chmod(path, 0o644)
@@ -239,6 +250,17 @@ class Scenario:
                     m = LINE_RE.match(ln)
                     if m:
                         found.add((m.group(1).decode(), int(m.group(2))))
+        return found
+
+    def lines_archived(self) -> set[tuple[str, int]]:
+        """Lines of every generation logrotate copied (see `logrotate_conf(archive=...)`)."""
+        found = set()
+        archive = self.tmp / "archive"
+        for p in archive.iterdir() if archive.is_dir() else ():
+            for ln in p.read_bytes().split(b"\n")[:-1]:
+                m = LINE_RE.match(ln)
+                if m:
+                    found.add((m.group(1).decode(), int(m.group(2))))
         return found
 
     def expected(self) -> set[tuple[str, int]]:
