@@ -322,6 +322,8 @@ class Agent:
                 break
             self._add(stream, stream.framer.feed(chunk.data), chunk, read_time)
             progressed = True
+            if stream.held is not None:
+                return True  # the rest of this chunk waits for room; nothing more is read before it
         else:
             return progressed  # more to read: stays due
         for ended in self.reader.take_ended():
@@ -411,7 +413,7 @@ class Agent:
             self._account(stream, piece, chunk, frames.start if len(frames) else end)
             if not len(frames):
                 return
-            if wait and not self.budget.room():
+            if wait and not self._may_read():  # no room in the budget, nor in the spool while spooling
                 stream.held = Held(frames, chunk, end)
                 return
 

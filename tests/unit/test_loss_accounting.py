@@ -32,7 +32,7 @@ def _paused_agent(tmp_path, path, spool_bytes: int = 0) -> pipeline.Agent:
     cfg = Config()
     cfg.inputs.root = str(tmp_path / "log")
     cfg.state_dir = str(tmp_path / "state")
-    cfg.health.enabled = False
+    cfg.health.enabled = cfg.fleet.enabled = False
     cfg.formats = [FormatRule(glob="**", format="raw")]
     cfg.batch.max_bytes = cfg.batch.max_inflight_bytes = 4096  # one batch spends the budget
     cfg.reader.rescan_interval_s = 1e9
@@ -145,7 +145,7 @@ def _spooling_agent(tmp_path, clock, spool_bytes=1 << 20):
     cfg = Config()
     cfg.inputs.root = str(tmp_path / "log")
     cfg.state_dir = str(tmp_path / "state")
-    cfg.health.enabled = False
+    cfg.health.enabled = cfg.fleet.enabled = False
     cfg.formats = [FormatRule(glob="**", format="raw")]
     cfg.batch.max_bytes = cfg.batch.max_inflight_bytes = 4096
     cfg.reader.rescan_interval_s = 1e9
@@ -210,10 +210,12 @@ def test_with_elasticsearch_keeping_up_the_spool_is_not_written(tmp_path):
     now = [0.0]
     _log(tmp_path, 3000)
     agent = _spooling_agent(tmp_path, lambda: now[0])
-    for _ in range(300):
+    for _ in range(1000):  # a 4 KiB budget takes one small batch a turn
         agent.turn()
         agent.sender.answer_all()
         now[0] += 1.0  # slow turns, but every batch is answered
+        if len(agent.sender.indexed) == 3000:
+            break
     assert agent.spool.segments == 0 and not os.listdir(tmp_path / "state" / "spool")
     assert len(agent.sender.indexed) == 3000
 

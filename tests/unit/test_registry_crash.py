@@ -232,6 +232,7 @@ def _kill_during_write(j: Journal, entries: dict[str, Entry], where: str, per_mi
             if n < len(data):
                 wrote_all[0] = False
                 raise Killed
+            return  # all of it written once: no kill this time
         real_write(fd, data)
 
     def fail(name, real):
