@@ -24,6 +24,7 @@ load and removed once the journal holding its entries is durable.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import time
@@ -236,6 +237,12 @@ def _entry(raw: dict) -> Entry:
               else type(value) is bool if kind == "bool" else type(value) is str)
         if not ok:
             raise RegistryError(f"entry {raw.get('fid')!r}: field {name} should be {kind}, is {value!r:.40}")
+    path = raw.get("path")
+    if isinstance(path, str) and path.startswith(RAW_PATH):
+        try:
+            raw = {**raw, "path": os.fsdecode(base64.b64decode(path[len(RAW_PATH):], validate=True))}
+        except ValueError:
+            raise RegistryError(f"entry {raw.get('fid')!r}: undecodable path {path!r:.60}") from None
     return Entry(**raw)  # a missing field is a TypeError
 
 
@@ -398,10 +405,25 @@ class Journal:
             self._fd = None
 
 
+# A path that is not UTF-8 (os.fsdecode gives it surrogates) has no JSON string: it is stored
+# as its bytes in base64 after this prefix, which no path can begin with (NUL).
+RAW_PATH = "\0b64:"
+
+
+def _storable(e: Entry) -> Entry:
+    if e.path.isascii():
+        return e
+    try:
+        e.path.encode()
+        return e
+    except UnicodeEncodeError:
+        return dataclasses.replace(e, path=RAW_PATH + base64.b64encode(os.fsencode(e.path)).decode())
+
+
 def _record(put: list[Entry], dropped: list[str], retired: list[Retired]) -> bytes:
     rec: dict = {}
     if put:
-        rec["put"] = put  # orjson writes dataclasses natively: far cheaper than asdict()
+        rec["put"] = [_storable(e) for e in put]  # orjson writes dataclasses natively: far cheaper than asdict()
     if dropped:
         rec["del"] = dropped
     if retired:

@@ -254,3 +254,27 @@ def test_forty_files_with_sixteen_slots_all_ship_exactly_once(es, es_node, index
     expected = {f"{f.stem} line {i}" for f in files for i in range(50)}
     expected |= {f"{f.stem} line {i}" for f in files[::3] for i in range(50, 60)}
     assert set(messages) == expected and set(messages.values()) == {1}
+
+
+def test_a_file_name_that_is_not_utf8_ships_checkpoints_and_survives_restarts(es, es_node, index_name, tmp_path):
+    """`bad\\xff.log`: shipped with its name shown escaped, its offset saved (the registry keeps
+    the raw bytes), and a restart neither crashes nor ships it again."""
+    root = tmp_path / "log"
+    job = root / "odd"
+    job.mkdir(parents=True)
+    raw = os.path.join(os.fsencode(job), b"bad\xff.log")
+    with open(raw, "wb") as f:
+        f.writelines(b"odd name line %d\n" % i for i in range(20))
+    cfg = write_config(tmp_path / "c.json", es_node.url, root, tmp_path / "state", index_name)
+    for rnd in range(2):
+        agent = AgentProcess(cfg, tmp_path / f"agent{rnd}.log").start()
+        try:
+            _wait("every line indexed", lambda: es.indices.exists(index=index_name)
+                  and len(all_messages(es, index_name, ["message"])) >= 20)
+            time.sleep(1.0)  # checkpoints run (once they crashed on this name)
+            assert agent.alive()
+        finally:
+            assert agent.stop() == 0
+    docs = all_messages(es, index_name, ["message", "log.file.path"])
+    assert len(docs) == 20  # once, though the agent started twice
+    assert {d["log"]["file"]["path"] if "log" in d else d["log.file.path"] for d in docs} == {str(job / "bad\\xff.log")}

@@ -306,3 +306,15 @@ def test_the_cli_refuses_a_newer_registry_with_one_clear_line(tmp_path):
                            text=True, timeout=60)
         assert r.returncode == 1 and "Error: registry: registry.log has version 3" in r.stderr, (cmd, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_a_path_that_is_not_utf8_is_stored_and_read_back_faithfully(tmp_path):
+    import os as _os
+
+    name = _os.fsdecode(b"/var/vcap/sys/log/job/bad\xff.log")
+    e = entry("a")
+    e.path = name
+    Journal(str(tmp_path), 3600).write({"a": e, "b": entry("b")})
+    loaded = registry.load(str(tmp_path))
+    assert loaded["a"].path == name and _os.fsencode(loaded["a"].path) == b"/var/vcap/sys/log/job/bad\xff.log"
+    assert loaded["b"] == entry("b")
