@@ -78,6 +78,7 @@ def test_spec_defaults_are_the_agents_defaults(tmp_path):
     assert cfg.batch == d.batch
     assert cfg.health == d.health
     assert cfg.fleet == d.fleet
+    assert cfg.spool == d.spool
     assert cfg.inputs == d.inputs
     assert cfg.formats == d.formats
     assert cfg.state_dir == d.state_dir
