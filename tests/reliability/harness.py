@@ -25,6 +25,7 @@ import re
 import subprocess
 import threading
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,16 @@ FILLER = "x" * 70
 JOBS = ("gorouter", "cloud_controller_ng", "uaa")
 
 
-def line(job: str, n: int) -> bytes:
-    return f"{job} seq={n:09d} {FILLER}\n".encode()
+def line(job: str, n: int, varied: bool = False) -> bytes:
+    """Line `n` of `job`, the same bytes every time it is asked for.
+
+    varied: lines of 80 B to 2 KB with one of 20 KB in every 997 (issue 12's load), of hex,
+    which compresses only ~2x (real logs compress better), so a spool fills no slower than it would."""
+    if not varied:
+        return f"{job} seq={n:09d} {FILLER}\n".encode()
+    rnd = random.Random(zlib.crc32(job.encode()) * 1_000_003 + n)
+    size = 20_000 if n % 997 == 996 else rnd.randrange(60, 2000)
+    return f"{job} seq={n:09d} ".encode() + rnd.randbytes(size // 2).hex().encode() + b"\n"
 
 
 def logrotate_conf(root: Path, *, copytruncate: bool = True, size: str = "20k", rotate: int = 1000,
@@ -93,9 +102,11 @@ class Writer(threading.Thread):
     (logrotate `create`) or a deletion.
     """
 
-    def __init__(self, files: dict[str, Path], lines_per_s: int, keep_open: bool, delete_every_s: float = 0.0):
+    def __init__(self, files: dict[str, Path], lines_per_s: int, keep_open: bool, delete_every_s: float = 0.0,
+                 varied: bool = False):
         super().__init__(daemon=True)
         self.files = files
+        self.varied = varied
         self.lines_per_s = lines_per_s
         self.keep_open = keep_open
         self.delete_every_s = delete_every_s
@@ -116,7 +127,7 @@ class Writer(threading.Thread):
             raise self.error
 
     def write(self, job: str, n: int) -> None:
-        data = b"".join(line(job, i) for i in range(self.next[job], self.next[job] + n))
+        data = b"".join(line(job, i, self.varied) for i in range(self.next[job], self.next[job] + n))
         if self.keep_open:
             fd = self._fds.get(job)
             if fd is None:
@@ -184,8 +195,10 @@ class Rotator(threading.Thread):
 
 
 class Scenario:
-    def __init__(self, name: str, es, es_url: str, index: str, tmp: Path, *, jobs=JOBS, **agent_overrides):
+    def __init__(self, name: str, es, es_url: str, index: str, tmp: Path, *, jobs=JOBS, varied: bool = False,
+                 **agent_overrides):
         self.name, self.es, self.index, self.tmp = name, es, index, tmp
+        self.varied = varied
         self.root = tmp / "sys" / "log"
         self.files = {}
         for job in jobs:
@@ -211,7 +224,7 @@ class Scenario:
         self.kills += 1
 
     def start_writer(self, lines_per_s: int = 400, keep_open: bool = True, delete_every_s: float = 0.0) -> Writer:
-        self.writer = Writer(self.files, lines_per_s, keep_open, delete_every_s)
+        self.writer = Writer(self.files, lines_per_s, keep_open, delete_every_s, self.varied)
         # A first few lines, shipped before the load starts: the agent is up and reading every
         # file. (Content rotated away before the agent's very first start is not its to ship.)
         for job in self.files:
@@ -240,6 +253,9 @@ class Scenario:
             self.rotator.run_once()
 
     # -- checking ---------------------------------------------------------------------
+
+    def line(self, job: str, n: int) -> bytes:
+        return line(job, n, self.varied)
 
     def lines_on_disk(self) -> set[tuple[str, int]]:
         found = set()
@@ -276,7 +292,7 @@ class Scenario:
         for doc in docs:
             msg = doc["message"].encode()
             m = LINE_RE.match(msg)
-            if m and msg + b"\n" == line(m.group(1).decode(), int(m.group(2))):
+            if m and msg + b"\n" == self.line(m.group(1).decode(), int(m.group(2))):
                 seen[(m.group(1).decode(), int(m.group(2)))] += 1
             else:
                 garbled += 1
