@@ -18,8 +18,11 @@ last complete checkpoint. When what was appended outgrows what a fresh journal w
 (and COMPACT_MIN_BYTES), it is compacted: the whole state is written to a new file, fsynced
 and renamed over the old one. A crash mid-compaction leaves the old file in place.
 
-Today's `registry.json` (version 1, one JSON document rewritten whole) is imported on
-load and removed once the journal holding its entries is durable.
+The `registry.json` of earlier agents (version 1, one JSON document rewritten whole) is
+imported on load; once the journal holding its entries is durable, a directory of that name
+takes its place (`guard_downgrade`): an older agent, which cannot read the journal, then
+refuses to start ("registry.json: Is a directory") instead of starting afresh and missing
+whatever is only in rotated copies.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def path_in(state_dir: str) -> Path:
     """The file that holds the registry: the journal, or a version 1 file not yet imported."""
     path = Path(state_dir) / FILENAME
     v1 = Path(state_dir) / V1_FILENAME
-    return v1 if not path.exists() and v1.exists() else path
+    return v1 if not path.exists() and v1.is_file() else path
 
 
 def load(state_dir: str) -> dict[str, Entry]:
@@ -160,6 +163,29 @@ def load_state(state_dir: str, report: bool = True) -> State:
             _move_aside(path, e)
             return State({}, {})
     return State({}, {})
+
+
+DOWNGRADE_NOTE = """\
+This state directory's registry is registry.log (log-shipper's journal, version %d).
+An older log-shipper reads only a registry.json file: this directory stands in its way so
+that such an agent refuses to start instead of rereading the log files from the start and
+missing what is only in rotated copies. Run this version or a newer one. To start an older
+one afresh anyway, move this state directory aside first.
+"""
+
+
+def guard_downgrade(state_dir: Path) -> None:
+    """Put a directory where an older agent looks for its registry file (the journal now holds
+    whatever a registry.json held: it was imported before the first compaction)."""
+    guard = state_dir / V1_FILENAME
+    if guard.is_dir():
+        return
+    try:
+        os.unlink(guard)
+    except FileNotFoundError:
+        pass
+    guard.mkdir(mode=0o755)
+    (guard / "README").write_text(DOWNGRADE_NOTE % VERSION)
 
 
 def _move_aside(path: Path, e: Exception) -> None:
@@ -393,10 +419,7 @@ class Journal:
         self._written = {fid: state_of(e) for fid, e in entries.items()}
         self._retiring.clear()
         self._appended, self._snapshot = 0, len(data)
-        try:
-            os.unlink(self.dir / V1_FILENAME)  # imported: the journal now holds its entries
-        except FileNotFoundError:
-            pass
+        guard_downgrade(self.dir)
         return len(data), len(put) + len(retired)
 
     def close(self) -> None:

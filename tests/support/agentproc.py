@@ -48,12 +48,13 @@ class AgentProcess:
     log_path: Path
     proc: subprocess.Popen | None = None
     env: dict = field(default_factory=dict)
+    cwd: Path | None = None
 
     def start(self) -> AgentProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=self.cwd,
         )
         return self
 

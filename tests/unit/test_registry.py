@@ -257,7 +257,8 @@ def test_a_version_1_registry_written_by_the_old_code_is_imported_then_removed(t
     assert {fid: dataclasses.asdict(e) for fid, e in loaded.items()} == {fid: dataclasses.asdict(e) for fid, e in old.items()}
     assert (tmp_path / V1_FILENAME).exists()  # loading changes nothing
     Journal(str(tmp_path), 3600).write(loaded)
-    assert not (tmp_path / V1_FILENAME).exists()
+    assert (tmp_path / V1_FILENAME).is_dir()  # in an older agent's way: it would read past the journal
+    assert "older log-shipper" in (tmp_path / V1_FILENAME / "README").read_text()
     assert registry.path_in(str(tmp_path)).name == FILENAME
     assert registry.load(str(tmp_path)) == loaded
 
@@ -318,3 +319,14 @@ def test_a_path_that_is_not_utf8_is_stored_and_read_back_faithfully(tmp_path):
     loaded = registry.load(str(tmp_path))
     assert loaded["a"].path == name and _os.fsencode(loaded["a"].path) == b"/var/vcap/sys/log/job/bad\xff.log"
     assert loaded["b"] == entry("b")
+
+
+def test_the_downgrade_guard_is_laid_by_the_first_journal_and_never_read_as_a_registry(tmp_path):
+    Journal(str(tmp_path), 3600).write({})
+    guard = tmp_path / V1_FILENAME
+    assert guard.is_dir() and (guard / "README").is_file()
+    (tmp_path / FILENAME).unlink()  # the journal gone (moved aside by hand): a fresh start, no crash
+    assert registry.path_in(str(tmp_path)).name == FILENAME
+    assert registry.load(str(tmp_path)) == {}
+    Journal(str(tmp_path), 3600).write({})  # laid again without complaint
+    assert guard.is_dir()
