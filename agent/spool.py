@@ -15,6 +15,7 @@ batch); deterministic `_id`s make a replay after a crash a 409, never a duplicat
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -30,6 +31,7 @@ MAGIC = b"LSSPOOL1"
 _PREFIX = struct.Struct("<8sII")  # magic, header length, header crc32
 SUFFIX = ".seg"
 TMP_SUFFIX = ".tmp"
+MAX_BODY = 1 << 30  # no batch is this big (batch.max_bytes): a larger length is damage, not data
 LEVEL = 1  # zlib: fast; log lines still compress several times over
 
 
@@ -143,16 +145,18 @@ class Spool:
 
     def append(self, batch: Batch) -> bool:
         """The batch, durably, behind the others. False (nothing written) if it would not fit."""
-        data = encode(batch)
-        self.largest = max(self.largest, len(data))  # refused or not: `room` must not offer less
-        if self.bytes + len(data) > self.max_bytes:
+        parts = encode(batch)
+        size = sum(map(len, parts))
+        self.largest = max(self.largest, size)  # refused or not: `room` must not offer less
+        if self.bytes + size > self.max_bytes:
             return False
         seq, self._next = self._next, self._next + 1
         path = self._path(seq)
         tmp = path + TMP_SUFFIX
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
+            if os.writev(fd, parts) != size:  # a regular file takes it all, or the disk is full
+                raise OSError(errno.ENOSPC, "short write")
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -161,7 +165,7 @@ class Spool:
         os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(self.directory)
-        self._add(Stored(seq, len(data), time.time()))
+        self._add(Stored(seq, size, time.time()))
         return True
 
     def take(self) -> Batch:
@@ -193,13 +197,14 @@ class Spool:
             pass
 
 
-def encode(batch: Batch) -> bytes:
+def encode(batch: Batch) -> list[bytes]:
+    """A segment's bytes, in two parts written as they are (joined, the body would be copied)."""
     body = zlib.compress(batch.body, LEVEL)
     header = orjson.dumps({
         "docs": batch.docs, "body_len": len(batch.body), "zlen": len(body), "crc": zlib.crc32(body),
         "segments": [[s.fid, s.end, s.tail, s.job, s.lines, s.bytes] for s in batch.segments],
     })
-    return _PREFIX.pack(MAGIC, len(header), zlib.crc32(header)) + header + body
+    return [_PREFIX.pack(MAGIC, len(header), zlib.crc32(header)) + header, body]
 
 
 def decode(data: bytes, path: str) -> Batch:
@@ -217,11 +222,14 @@ def decode(data: bytes, path: str) -> Batch:
         raise SpoolCorrupt(path, f"body truncated ({len(body)} of {h['zlen']} bytes)", parts)
     if zlib.crc32(body) != h["crc"]:
         raise SpoolCorrupt(path, "body damaged (checksum mismatch)", parts)
+    want = h["body_len"]
+    if type(want) is not int or not 0 < want <= MAX_BODY:
+        raise SpoolCorrupt(path, f"header damaged (body length {str(want)[:20]})", parts)
     try:
-        raw = zlib.decompress(body)
+        raw = zlib.decompress(body, bufsize=want)  # one buffer of the right size, not regrown
     except zlib.error as e:
         raise SpoolCorrupt(path, f"body does not decompress ({e})", parts) from None
-    if len(raw) != h["body_len"]:
+    if len(raw) != want:
         raise SpoolCorrupt(path, "body length mismatch", parts)
     return Batch(body=raw, docs=h["docs"], segments=segs)
 

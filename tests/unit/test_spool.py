@@ -53,7 +53,7 @@ def test_a_torn_temp_file_is_removed_never_taken_for_data(tmp_path):
     d = tmp_path / "spool"
     s = Spool(str(d), 1 << 20)
     s.append(_batch(5))
-    (d / f"{1:016d}{spool.SUFFIX}{spool.TMP_SUFFIX}").write_bytes(spool.encode(_batch(7))[:100])
+    (d / f"{1:016d}{spool.SUFFIX}{spool.TMP_SUFFIX}").write_bytes(b"".join(spool.encode(_batch(7)))[:100])
     s = Spool(str(d), 1 << 20)
     assert s.segments == 1 and not any(p.endswith(spool.TMP_SUFFIX) for p in os.listdir(d))
     assert s.take().docs == 5
@@ -155,3 +155,21 @@ def test_a_refused_segment_makes_room_ask_for_as_much(tmp_path):
     noise = Batch(body=bytearray(os.urandom(2900)), docs=1, segments=[Segment("f2", 1, "", "job1", 1, 1)])
     assert not s.append(noise)  # larger than what is left (a new largest)
     assert not s.room(1)  # reading stops rather than sending batch after batch to memory
+
+
+@pytest.mark.parametrize("body_len", ["10", -1, 0, 1 << 40])
+def test_a_header_with_an_impossible_body_length_is_corrupt_never_a_huge_buffer(tmp_path, body_len):
+    import struct
+    import zlib
+
+    import orjson
+
+    head, body = spool.encode(_batch(5))
+    hlen = struct.unpack_from("<8sII", head)[1]
+    h = orjson.loads(head[16:16 + hlen])
+    h["body_len"] = body_len
+    header = orjson.dumps(h)
+    data = struct.pack("<8sII", spool.MAGIC, len(header), zlib.crc32(header)) + header + body
+    with pytest.raises(SpoolCorrupt, match="body length") as e:
+        spool.decode(data, "seg")
+    assert e.value.parts == [("f1", "job1", 400)]
