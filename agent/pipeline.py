@@ -38,8 +38,8 @@ from agent.spool import Spool, SpoolCorrupt
 CHUNKS_PER_TURN = 4  # per file, before the next file gets its turn
 # Files quiet for reader.QUIET_S are looked at every QUIET_POLLS-th poll (reader.poll_interval_s).
 QUIET_POLLS = 4
-# The budget spent and nothing acknowledged for this long: Elasticsearch cannot take data
-# (not merely slow), so new batches go to the spool rather than waiting in the files.
+# The budget spent, requests failing and nothing acknowledged for this long: Elasticsearch
+# cannot take data, so new batches go to the spool rather than waiting in the files.
 SPOOL_AFTER_S = 3.0
 
 
@@ -269,13 +269,15 @@ class Agent:
 
     def _spooling(self) -> bool:
         """New batches go to the spool: while it holds segments (they are older and go
-        first), or once the budget has been spent with nothing acknowledged for SPOOL_AFTER_S.
-        While Elasticsearch keeps up the spool is not written at all."""
+        first), or once the budget has been spent, with requests failing and nothing
+        acknowledged for SPOOL_AFTER_S. While Elasticsearch keeps up the spool is not written
+        at all, nor while it is slow but answering: waiting costs nothing then (the files hold
+        the lines, and a rotated copy stays readable through its open descriptor)."""
         if not self.spool.enabled:
             return False
         if self.spool.segments:
             return True
-        if self.budget.room():
+        if self.budget.room() or not self.sender.health.failing():
             return False
         return self.clock() - max(self.stalled_since, self.last_ack_at) >= SPOOL_AFTER_S
 

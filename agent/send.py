@@ -151,8 +151,13 @@ class Health:
     refused_since: float | None = None  # auth refused or indices read-only
     refused_reason: str = ""
     last_success: float | None = None
+    last_failure: float | None = None  # a request (or the template) failed and is being retried
     last_error: str = ""
     tls_failing: bool = False
+
+    def failing(self) -> bool:
+        """Failed since the last success: down, refusing, pushing back; not merely slow."""
+        return self.last_failure is not None and (self.last_success is None or self.last_failure > self.last_success)
 
 
 class DeadLetters:
@@ -367,6 +372,7 @@ class Sender:
         return f"v{current} present, installed by log-shipper setup (this key may not manage templates)"
 
     def _before_sleep(self, state) -> None:
+        self.health.last_failure = time.time()
         exc = state.outcome.exception()
         cause = getattr(exc, "cause", "error")
         metrics.RETRIES.labels(cause).inc()

@@ -170,6 +170,24 @@ def test_plain_latency_only_slows_things_down(es, fault_proxy, index_name, tmp_p
     assert not _has_event(agent, "bulk_retry")
 
 
+def test_a_slow_node_that_keeps_acknowledging_never_sends_batches_to_the_spool(es, fault_proxy, index_name, tmp_path):
+    """Issue 12: the spool is for a node that takes nothing. A node slow to answer (1.5 s a
+    request) but answering, with the in-flight budget spent the whole time, is waited for."""
+    root, files = _files(tmp_path)
+    fault_proxy.latency(1.5)
+    expected = _write(files, 0, 2_000)  # ~40 batches of ~100 documents, 2 in flight
+    batch = {"max_docs": 500, "max_bytes": 65536, "max_inflight_bytes": 131072, "concurrency": 2}
+    agent = AgentProcess(_config(tmp_path, [fault_proxy.url], root, index_name, batch=batch),
+                         tmp_path / "agent.log").start()
+    try:
+        _settled(es, index_name, tmp_path, files, expected, timeout=120)
+    finally:
+        assert agent.stop() == 0
+    assert fault_proxy.seen() >= 20  # the budget was spent over and over, each answer 1.5 s late
+    assert not _has_event(agent, "spooling"), agent.log()[-2000:]
+    assert not any(p.name.endswith(".seg") for p in (tmp_path / "state" / "spool").glob("*"))
+
+
 # --- Elasticsearch pushing back -------------------------------------------------------------
 
 

@@ -10,12 +10,21 @@ from agent import pipeline, rotation
 from agent.config import Config, FormatRule
 
 
+class _Health:
+    def __init__(self, failing: bool):
+        self.is_failing = failing
+
+    def failing(self) -> bool:
+        return self.is_failing
+
+
 class _StuckSender:
-    """Elasticsearch away: batches are taken and never answered."""
+    """Elasticsearch away: batches are taken and never answered, requests fail."""
 
     def __init__(self, on_done):
         self.batches = []
         self.in_flight = 0
+        self.health = _Health(True)
 
     def start(self) -> None:
         pass
@@ -204,6 +213,22 @@ def test_a_full_spool_stops_reading(tmp_path):
     assert not agent._may_read()
     (fid,) = agent.entries
     assert agent.entries[fid].offset < 5000 * 72
+
+
+def test_elasticsearch_slow_but_not_failing_is_waited_for_not_spooled(tmp_path):
+    now = [0.0]
+    _log(tmp_path, 3000)
+    agent = _spooling_agent(tmp_path, lambda: now[0])
+    agent.sender.health.is_failing = False  # requests under way, none failed: a slow node
+    for _ in range(100):
+        agent.turn()
+        now[0] += 0.5
+    assert agent.spool.segments == 0 and not agent.budget.room()
+    agent.sender.health.is_failing = True  # now they fail (timeouts, refusals)
+    for _ in range(10):
+        agent.turn()
+        now[0] += 0.5
+    assert agent.spool.segments > 0
 
 
 def test_with_elasticsearch_keeping_up_the_spool_is_not_written(tmp_path):

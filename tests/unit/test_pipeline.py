@@ -11,6 +11,7 @@ import pytest
 from agent import pipeline
 from agent.config import Config, ConfigError, FormatRule, MultilineConfig, from_dict
 from agent.rules import Rules
+from agent.send import Health
 
 
 class _NoSender:
@@ -20,6 +21,7 @@ class _NoSender:
 
     def __init__(self, on_done):
         self.batches = []
+        self.health = Health()
 
     def start(self) -> None:
         pass

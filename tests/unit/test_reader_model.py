@@ -42,6 +42,7 @@ from watchdog.events import FileModifiedEvent
 
 from agent import identity, pipeline, registry
 from agent.config import Config
+from agent.send import Health
 
 NAMES = ["a.log", "b.log"]
 KEEP = 2  # rotated generations kept: x.log.1[.gz], x.log.2[.gz]
@@ -70,6 +71,7 @@ class FakeSender:
         self.index = index
         self.queue: list = []
         self.in_flight = 0
+        self.health = Health()  # never failing: batches wait for the test, nothing is spooled
 
     def start(self) -> None:
         pass
