@@ -143,17 +143,14 @@ def extract(line: bytes) -> tuple[str | None, bytes]:
         written = len(dumps(line.decode()))  # invalid UTF-8 becomes U+FFFD in the exact path
     except UnicodeDecodeError:
         return _extract_exact(line)
-    escaped = b"\\" in line
+    # orjson writes one more byte per '"' and backslash, and more for a control byte; a line of plain
+    # values has _USUAL_QUOTES quotes, one with escapes more quotes and the backslashes.
+    escaped = written != len(line) + 2 + _USUAL_QUOTES
     if escaped:
-        more = line.count(b"\\")
-        if more != referer.count(b"\\") + agent.count(b"\\"):
+        backslashes = line.count(b"\\")
+        if (not backslashes or backslashes != referer.count(b"\\") + agent.count(b"\\")
+                or written != len(line) + 2 + line.count(b'"') + backslashes):
             return _extract_fast(line)
-        more += line.count(b'"')
-    else:
-        more = _USUAL_QUOTES
-    # orjson writes one more byte per '"' and backslash, and more for a control byte.
-    if written != len(line) + 2 + more:
-        return _extract_fast(line)
     if sec != _usual_second[0]:
         tm = ISO_RE.fullmatch(sec + b"000Z")  # the fraction never makes a time invalid
         ts = iso_match(tm) if tm else None
