@@ -7,6 +7,8 @@ and refuses what needs it (backreferences, lookaround), which `check-config` rep
 
 from __future__ import annotations
 
+import re
+
 import re2
 
 _OPTIONS = re2.Options()
@@ -17,8 +19,21 @@ class PatternError(ValueError):
     pass
 
 
+# Patterns the agent itself ships (agent/rules.py), without nested repetition, so `re` runs them in linear
+# time as well; those get `re`, whose call costs a fraction of the RE2 binding's (~0.3 vs ~2-3 µs a line).
+_LINEAR_IN_RE: set[str] = set()
+
+
+def linear_in_re(pattern: str) -> str:
+    """Mark a pattern written in this code base, with no nested repetition, as safe for `re`; returns it."""
+    _LINEAR_IN_RE.add(pattern)
+    return pattern
+
+
 def compile_pattern(pattern: str):
     """A compiled bytes pattern (`.match` anchors at the line's start, as with `re`)."""
+    if pattern in _LINEAR_IN_RE:
+        return re.compile(pattern.encode())
     try:
         return re2.compile(pattern.encode(), options=_OPTIONS)
     except re2.error as e:

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 
 from agent.config import FormatRule, MultilineConfig
 from agent.globs import glob_regex
+from agent.pattern import linear_in_re
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Rules:
 
 
 # A UAA event starts with its bracketed time; stack-trace lines do not.
-UAA_MULTILINE_START = r"^\[\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}"
+UAA_MULTILINE_START = linear_in_re(r"^\[\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}")
 
 # Jobs whose *.stdout.log / *.stderr.log are lager JSON (Diego, routing, networking, CAPI Go parts).
 _LAGER_JOBS = frozenset({

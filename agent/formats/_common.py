@@ -97,7 +97,8 @@ def _ms(frac: bytes | str | None) -> str:
     return (f + "00")[:3]
 
 
-_last_epoch: list = [None, ""]  # one-entry cache: whole-seconds text (checked) -> "YYYY-MM-DDTHH:MM:SS."
+# One-entry cache: whole-seconds text (checked) -> "YYYY-MM-DDTHH:MM:SS.", and that text with its '.'.
+_last_epoch: list = [None, "", "\0"]
 
 
 def from_epoch_text(s: str) -> str | None:
@@ -109,7 +110,7 @@ def from_epoch_text(s: str) -> str | None:
         sec = int(whole)
         if sec >= _MAX_EPOCH:
             return None
-        _last_epoch[0], _last_epoch[1] = whole, _second_prefix(sec) + "."
+        _last_epoch[0], _last_epoch[1], _last_epoch[2] = whole, _second_prefix(sec) + ".", whole + "."
     if not frac:
         return _last_epoch[1] + "000Z"
     if not (frac.isascii() and frac.isdigit()):
@@ -121,13 +122,18 @@ def from_epoch_value(v: object) -> str | None:
     """A JSON timestamp that may be a number or a string of either form."""
     tp = type(v)  # exact types: a bool is not a time (JSON gives no subclasses)
     if tp is str:
-        # "2026-11-27T23:59:00.123456789Z" in the second of the one before: only the fraction is new.
-        # (The cached key holds a '-', so an epoch string never matches it.)
-        if v[:19] == _last_utc_text[0]:
+        # "2026-11-27T23:59:00.123456789Z" or "1700000000.123456789" in the second of the one before,
+        # cached with its '.': only the fraction is new. (The UTC key holds a '-', an epoch string none.)
+        # str.isascii is a flag test: with it, isdigit means ASCII digits.
+        if v.startswith(_last_utc_text[0]):
             frac = v[20:-1]
-            if v[19:20] == "." and v[-1:] == "Z" and frac.isdigit() and frac.isascii():
+            if v[-1:] == "Z" and frac.isdigit() and v.isascii():
                 return _last_utc_text[1] + (frac + "00")[:3] + "Z"
-        elif v[:1].isdigit() and "-" not in v[:5]:
+        elif v.startswith(_last_epoch[2]):
+            frac = v[len(_last_epoch[2]) :]
+            if frac.isdigit() and v.isascii():
+                return _last_epoch[1] + (frac + "00")[:3] + "Z"
+        if v[:1].isdigit() and "-" not in v[:5]:
             return from_epoch_text(v)
         return _from_iso_text(v)
     if tp is float:
@@ -154,13 +160,13 @@ def _from_iso_text(v: str) -> str | None:
     m = ISO_RE.fullmatch(v.encode())
     ts = iso_match(m) if m else None
     if ts is not None and v[19:20] == "." and v[-1:] == "Z":
-        _last_utc_text[0], _last_utc_text[1] = v[:19], ts[:20]
+        _last_utc_text[0], _last_utc_text[1] = v[:20], ts[:20]
     return ts
 
 
 _float_sec: list = [None, ""]  # one-entry cache: whole seconds of a float time -> "YYYY-MM-DDTHH:MM:SS."
 _MS = ["%03d" % i for i in range(1000)]
-_last_utc_text: list = [None, ""]  # one-entry cache: seconds text of a valid UTC time -> "YYYY-MM-DDTHH:MM:SS."
+_last_utc_text: list = ["\0", ""]  # one-entry cache: "YYYY-MM-DDTHH:MM:SS." of a valid UTC time -> the same in UTC
 
 
 _last_iso: list = [None, ""]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from orjson import dumps
+
 from agent.formats._common import K_DOMAIN, request_members, UNPARSED, ISO_RE, iso_match, key, member, seconds_to_ns, unescape
 
 # A Go-quoted string, written as an unrolled loop: much faster in `re` than an alternation per byte.
@@ -59,7 +61,7 @@ _V = rb'(?:"-"|""|("' + _C + rb'*"))'
 _VE = rb'(?:"-"|""|("' + _C + rb"*(?:\\." + _C + rb'*)*"))'
 _FAST_HEAD = (
     rb'([!#-\[\]-~]*) - \[((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})\d*Z|[^\]]*)\] '
-    rb'"(' + _C[:-1] + rb' ]+) (' + _C[:-1] + rb' ]+) HTTP/(' + _C[:-1] + rb' ]*)" '
+    rb'"(' + _C[:-1] + rb' ]+) (' + _C[:-1] + rb' ]+) HTTP/([!#-\[\]-~]*)" '  # the exact path writes the version as ASCII
     rb'([1-9]\d\d|"-") (0|[1-9]\d{0,17}) (0|[1-9]\d{0,17}) ' + _VE + b" " + _VE + b" " + _V + b" " + _V
 )
 # Seconds as gorouter writes them: whole part of at most nine digits (seconds_to_ns's limit), any fraction.
@@ -91,8 +93,86 @@ K_GOROUTER_TIME = _DURATION_KEYS[b"gorouter_time"]
 _last_second: list = [None, ""]  # one-entry cache: the seconds of the last fast-path time -> "YYYY-MM-DDTHH:MM:SS."
 
 
+# --- Usual path: the whole line as routing-release writes it today, every pair present in its order, only the
+# referrer, user agent and router error may be "-" (or ""). No optional group per pair,
+# values matched as "anything but a quote" (which `re` runs several times faster than a class of excluded
+# bytes), and one %-format per set of present values instead of a member at a time. One orjson.dumps of the
+# line then checks in C what the classes no longer do: valid UTF-8, no control byte, a backslash only in the
+# referrer and user agent (made exactly). Values are captured without their quotes.
+_U = rb'"(?!-")([^"]+)"'  # present: not "-", not ""
+_UE = rb'(?:"-"|"([^"\\]*(?:\\.[^"\\]*)*)")'  # "" too: an empty group, dropped as "-" is
+_UX = rb'(?:"-"|"([^"]*)")'
+_USUAL = re.compile(
+    rb'([!#-\[\]-~]+) - \[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.)(\d{3})\d*Z\] '
+    rb'"([^ "]+) ([^ "]+) HTTP/([!#-\[\]-~]*)" ([1-9]\d\d) (0|[1-9]\d{0,17}) (0|[1-9]\d{0,17}) '
+    + _UE + b" " + _UE + b" " + _U + b" " + _U + rb" x_forwarded_for:" + _U + rb" x_forwarded_proto:" + _U
+    + rb" vcap_request_id:" + _U + rb" response_time:(\d{1,9})(?:\.(\d*)|) gorouter_time:(\d{1,9})(?:\.(\d*)|) app_id:" + _U
+    + rb" app_index:" + _U + rb" instance_id:" + _U + rb" x_cf_routererror:" + _UX
+    + rb' x_b3_traceid:' + _U + rb" x_b3_spanid:" + _U + rb' x_b3_parentspanid:"[^"]*" b3:"[^"]*"'
+)
+_USUAL_QUOTES = 32  # in a usual line without escapes: 16 quoted values
+_NINE_ZEROS = b"000000000"
+_usual_second: list = [None, ""]  # one-entry cache: "YYYY-MM-DDTHH:MM:SS." of the last usual line, checked
+
+
+def _usual_format(referrer: bool, agent: bool, error: bool) -> bytes:
+    """The members of a usual line with these optional values present; `%.0s` consumes an absent one."""
+    def q(k: bytes, there: bool = True) -> bytes:
+        return k + b'"%s"' if there else b"%.0s"
+
+    return b"".join((
+        _Q_DOMAIN + b'%s","http.request.method":"%s","url.original":"%s","http.version":"%s"', K_STATUS + b"%s",
+        K_REQ_BYTES + b"%s", K_RESP_BYTES + b"%s",
+        q(K_REFERRER, referrer), q(K_UA, agent), q(K_SOURCE), q(K_DEST), q(K_XFF), q(K_XFP), q(K_RID),
+        K_DURATION + b"%d", K_GOROUTER_TIME + b"%d", q(K_APP), q(K_IDX), q(K_INST), q(K_ERR, error),
+        q(K_TRACE), q(K_SPAN),
+    ))
+
+
+_USUAL_FORMATS = {(r, a, e): _usual_format(r, a, e) for r in (False, True) for a in (False, True) for e in (False, True)}
+
+
 def extract(line: bytes) -> tuple[str | None, bytes]:
-    """The fast path where it applies, else `_extract_exact`: the members are the same bytes either way."""
+    """The usual path, else the fast path, else `_extract_exact`: the members are the same bytes on each."""
+    m = _USUAL.fullmatch(line)
+    if m is None:
+        return _extract_fast(line)
+    (host, sec, ms, method, uri, version, status, received, sent, referer, agent, remote, backend, xff, xfp, rid,
+     rt_s, rt_f, gt_s, gt_f, app, idx, inst, err, trace, span) = m.groups(b"")
+    try:
+        written = len(dumps(line.decode()))  # invalid UTF-8 becomes U+FFFD in the exact path
+    except UnicodeDecodeError:
+        return _extract_exact(line)
+    # orjson writes one more byte per '"' and backslash, and more for a control byte; a line of plain
+    # values has _USUAL_QUOTES quotes, one with escapes more quotes and the backslashes.
+    escaped = written != len(line) + 2 + _USUAL_QUOTES
+    if escaped:
+        backslashes = line.count(b"\\")
+        if (not backslashes or backslashes != referer.count(b"\\") + agent.count(b"\\")
+                or written != len(line) + 2 + line.count(b'"') + backslashes):
+            return _extract_fast(line)
+    if sec != _usual_second[0]:
+        tm = ISO_RE.fullmatch(sec + b"000Z")  # the fraction never makes a time invalid
+        ts = iso_match(tm) if tm else None
+        if ts is None:
+            return None, UNPARSED
+        _usual_second[0], _usual_second[1] = sec, ts[:20]
+    ts = _usual_second[1] + ms.decode() + "Z"
+    if escaped:
+        referer, agent = _go_text(referer), _go_text(agent)
+    return ts, _USUAL_FORMATS[bool(referer), bool(agent), bool(err)] % (
+        host, method, uri, version, status, received, sent, referer, agent, remote, backend, xff, xfp, rid,
+        int(rt_s + (rt_f + _NINE_ZEROS)[:9]), int(gt_s + (gt_f + _NINE_ZEROS)[:9]), app, idx, inst, err, trace, span,
+    )
+
+
+def _go_text(v: bytes) -> bytes:
+    """A Go-quoted value's JSON string text (without quotes), as the exact path writes it."""
+    return dumps(unescape(v))[1:-1] if b"\\" in v else v
+
+
+def _extract_fast(line: bytes) -> tuple[str | None, bytes]:
+    """Any line of the usual pairs in their order, each optional, plain values: the same bytes as `_extract_exact`."""
     m = _FAST.fullmatch(line)
     if m is None:
         return _extract_exact(line)

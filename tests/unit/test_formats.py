@@ -51,6 +51,9 @@ GOROUTER_2019 = (
     b'x_b3_spanid:"0b83426fd070343d" x_b3_parentspanid:"-" b3:"0b83426fd070343d-0b83426fd070343d"'
 )
 
+# The 2021 line in today's routing-release layout (instance_id added, access_log_record.go): the usual path.
+GOROUTER_USUAL = GOROUTER_2021.replace(b'app_index:"0" ', b'app_index:"0" instance_id:"1e44ee86-2977-4b88-88e1-63ee0b0c267c" ')
+
 
 def test_gorouter_access_2021_line():
     ts, f = fields("gorouter_access", GOROUTER_2021)
@@ -143,6 +146,7 @@ def test_gorouter_access_fast_path_is_the_exact_path(old, new):
     assert old in GOROUTER_2021 and line != GOROUTER_2021 or not old
     _same_as_exact(gorouter_access.extract, gorouter_access._extract_exact, line)
     _same_as_exact(gorouter_access.extract, gorouter_access._extract_exact, GOROUTER_2019.replace(old, new, 1))
+    _same_as_exact(gorouter_access.extract, gorouter_access._extract_exact, GOROUTER_USUAL.replace(old, new, 1))
 
 
 def test_gorouter_access_usual_lines_take_the_fast_path(monkeypatch):
@@ -156,8 +160,21 @@ def test_gorouter_access_usual_lines_take_the_fast_path(monkeypatch):
     assert [gorouter_access.extract(x) for x in (GOROUTER_2021, GOROUTER_2019, agent_quoted)] == want
 
 
+def test_gorouter_access_todays_layout_takes_the_usual_path(monkeypatch):
+    agent_quoted = GOROUTER_USUAL.replace(b'"curl/7.54.0"', b'"Mozilla \\"x\\" caf\xc3\xa9"')
+    error = GOROUTER_USUAL.replace(b'x_cf_routererror:"-"', b'x_cf_routererror:"endpoint_failure"')
+    lines = (GOROUTER_USUAL, agent_quoted, error)
+    want = [gorouter_access._extract_exact(x) for x in lines]
+
+    def fast(line):
+        raise AssertionError("took the fast path")
+
+    monkeypatch.setattr(gorouter_access, "_extract_fast", fast)
+    assert [gorouter_access.extract(x) for x in lines] == want
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([GOROUTER_2021, GOROUTER_2019]), st.integers(0, 600),
+@given(st.sampled_from([GOROUTER_2021, GOROUTER_2019, GOROUTER_USUAL]), st.integers(0, 600),
        st.binary(max_size=4) | st.lists(st.sampled_from(b'\\" -:.09aZ\x00\x7f\xc3\xa9\xff'), max_size=4).map(bytes))
 def test_gorouter_access_fast_path_is_the_exact_path_on_mutations(base, at, junk):
     at = min(at, len(base))
@@ -544,7 +561,7 @@ def test_arbitrary_bytes_never_raise_and_yield_valid_members(fmt, line):
 
 
 # Mutations of real lines reach deep into each parser, where pure random bytes would stop at the first check.
-_REAL = [GOROUTER_2021, GOROUTER_2019, CC_NGINX, CC_2016, CC_2020, REP_EPOCH, REP_RFC3339, REP_ERROR, UAA_AUDIT, BOSH_DNS]
+_REAL = [GOROUTER_2021, GOROUTER_2019, GOROUTER_USUAL, CC_NGINX, CC_2016, CC_2020, REP_EPOCH, REP_RFC3339, REP_ERROR, UAA_AUDIT, BOSH_DNS]
 
 
 @settings(max_examples=400, deadline=None)
