@@ -182,13 +182,19 @@ class Agent:
         self.sender.start()
 
     def run(self) -> None:
-        """Turn until stopped, waiting for the next poll, a file event or an acknowledgement
-        when idle; then shut down."""
+        """Turn until stopped, waiting for the next poll, the batch's flush, a file event or an
+        acknowledgement when idle; then shut down."""
         while not self.stopping.is_set():
             if not self.turn():
-                self.wake.wait(max(0.0, self.next_poll - self.clock()))
+                self.wake.wait(max(0.0, self._next_due() - self.clock()))
                 self.wake.clear()
         self.shutdown()
+
+    def _next_due(self) -> float:
+        """When the next turn has work: the next poll, or the batch's flush if that is sooner."""
+        if self.batch.docs:
+            return min(self.next_poll, self.batch.started + self.cfg.batch.flush_interval_s)
+        return self.next_poll
 
     def stop(self) -> None:
         self.stopping.set()
@@ -451,8 +457,8 @@ class Agent:
         batch = self.batch
         seg = batch.segment_for(stream.fid, stream.job)
         if frames.lines:
-            if batch.docs == 0:
-                batch.started = self.clock()
+            since = chunk.since if chunk is not None else self.clock()
+            batch.started = since if batch.docs == 0 else min(batch.started, since)
             grown = len(batch.body) - batch.budgeted
             self.budget.take(grown)
             batch.budgeted += grown

@@ -35,6 +35,7 @@ class Chunk:
     fid: str
     data: bytes
     base: int  # file offset of data[0]
+    since: float = 0.0  # monotonic time after which these bytes were written, as far as we know
 
 
 class Reader:
@@ -109,6 +110,8 @@ class Reader:
                 continue
             if size != src.pos:
                 self._due.add(fid)
+            else:
+                src.looked_at = now
         for path in list(self.empty):
             try:
                 grown = os.stat(path).st_size > 0
@@ -470,10 +473,14 @@ class Reader:
         src = self.sources.get(fid)
         if src is None:
             return None
+        since = src.looked_at
         data = self._read_gz(src) if src.gz is not None else self._read_plain(src)
         if not data:
             return None
-        chunk = Chunk(fid, data, src.pos)
+        # A backlog's later chunks count as new: batches of a file being caught up fill up
+        # rather than each going out alone.
+        src.looked_at = self.clock()
+        chunk = Chunk(fid, data, src.pos, since)
         src.pos += len(data)
         return chunk
 
@@ -511,6 +518,7 @@ class Reader:
             src.size = st.st_size
             self.entries[src.fid].size = st.st_size
         if st.st_size == src.pos:
+            src.looked_at = self.clock()
             return b""
         data = src.pread(min(self.cfg.chunk_bytes, st.st_size - src.pos))
         if data and src.live and not self._head_ok(src):
