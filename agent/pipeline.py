@@ -36,8 +36,10 @@ from agent.source import Source
 from agent.spool import Spool, SpoolCorrupt
 
 CHUNKS_PER_TURN = 4  # per file, before the next file gets its turn
-# Files quiet for reader.QUIET_S are looked at every QUIET_POLLS-th poll (reader.poll_interval_s).
+# Files quiet for reader.QUIET_S are looked at every QUIET_POLLS-th poll (reader.poll_interval_s),
+# those quiet for reader.LONG_QUIET_S every LONG_QUIET_POLLS-th.
 QUIET_POLLS = 4
+LONG_QUIET_POLLS = 8
 # The budget spent and nothing acknowledged for this long: Elasticsearch cannot take data
 # (not merely slow), so new batches go to the spool rather than waiting in the files.
 SPOOL_AFTER_S = 3.0
@@ -218,7 +220,8 @@ class Agent:
                 self.reader.copy_changed(path)
         if now >= self.next_poll:
             self.polls += 1
-            self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0)
+            self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0,
+                             long_quiet_too=self.polls % LONG_QUIET_POLLS == 0)
             self.next_poll = now + self.cfg.reader.poll_interval_s
         if self.held and self._spooling():
             self._spool_held()

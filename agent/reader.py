@@ -16,7 +16,7 @@ import errno
 import os
 import time
 from types import MappingProxyType
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agent import identity, log, metrics, rotation
@@ -28,6 +28,7 @@ from agent.source import GZIP_ERRORS, Source, open_copy
 
 
 QUIET_S = 10.0  # a file without new bytes for this long is polled less often
+LONG_QUIET_S = 60.0  # and one quiet this long less often still
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Reader:
         self.failing: dict[str, str] = {}  # fid -> read error: retried on every rescan, never closed as drained
         self.refused: dict[str, str] = {}  # path -> why the jail refused it; looked at again on every rescan
         self._due: set[str] = set()  # fids that may have unread bytes
+        self._active: set[str] = set()  # fids that had bytes within QUIET_S (or may have): polled every time
         self._ended: list[str] = []  # fids whose content ended under us (rotated away, lost)
         self._since: dict[str, float] = {}  # live path -> last write of the newest rotated generation read
         self._full_warned = False
@@ -94,24 +96,18 @@ class Reader:
         return not src.live and src.fid not in self.failing and (
             src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
 
-    def poll(self, now: float, quiet_too: bool) -> None:
+    def poll(self, now: float, quiet_too: bool, long_quiet_too: bool = True) -> None:
         """Live files whose size moved since they were last read are due: writes raise no file
-        events (see discover.WATCHED). Files quiet for QUIET_S are looked at only `quiet_too`
-        (less often: hundreds of quiet files must cost next to nothing). An empty file that got
-        its first bytes is opened."""
-        for fid, src in self.sources.items():
-            if fid in self._due or not src.live or src.fd is None:
-                continue
-            if not quiet_too and now - src.last_data_at > QUIET_S:
-                continue
-            try:
-                size = os.fstat(src.fd).st_size
-            except OSError:
-                continue
-            if size != src.pos:
-                self._due.add(fid)
-            else:
-                src.looked_at = now
+        events (see discover.WATCHED). Files quiet for QUIET_S are looked at only `quiet_too`,
+        those quiet for LONG_QUIET_S only `long_quiet_too` (less often: hundreds of quiet files
+        must cost next to nothing, so the other polls do not even walk them). An empty file that
+        got its first bytes is opened."""
+        if quiet_too:
+            srcs = self.sources.values()
+            self._look(srcs if long_quiet_too else [s for s in srcs if now - s.last_data_at <= LONG_QUIET_S], now)
+        else:
+            self._active = {f for f in self._active if f in self.sources and now - self.sources[f].last_data_at <= QUIET_S}
+            self._look([self.sources[f] for f in self._active], now)
         for path in list(self.empty):
             try:
                 grown = os.stat(path).st_size > 0
@@ -120,6 +116,21 @@ class Reader:
                 continue
             if grown:
                 self.changed(path)
+
+    def _look(self, sources: Iterable[Source], now: float) -> None:
+        """One fstat each: due if the size moved, else nothing was written to it up to `now`."""
+        due, fstat = self._due, os.fstat
+        for src in sources:
+            if src.fid in due or not src.live or src.fd is None:
+                continue
+            try:
+                size = fstat(src.fd).st_size
+            except OSError:
+                continue
+            if size != src.pos:
+                due.add(src.fid)
+            else:
+                src.looked_at = now
 
     # -- discovery --------------------------------------------------------------------
 
@@ -250,6 +261,7 @@ class Reader:
         self.sources[entry.fid] = src
         self.by_path[path] = entry.fid
         self._due.add(entry.fid)
+        self._active.add(entry.fid)
 
     def _match(self, path: str, fd: int, st: os.stat_result, head: bytes) -> Entry:
         """The registry entry this file continues, or a new one from offset 0."""
@@ -526,6 +538,7 @@ class Reader:
             return b""
         if data:
             src.last_data_at = self.clock()
+            self._active.add(src.fid)
             self._grow_head(src)
         return data
 

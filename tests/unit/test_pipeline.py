@@ -294,6 +294,26 @@ def test_files_beyond_max_open_files_all_get_their_turn_and_keep_their_offsets(t
     assert all(e.offset == os.path.getsize(e.path) for e in agent.entries.values()) and len(agent.entries) == 10
 
 
+def test_files_quiet_for_long_are_looked_at_less_often_still(tmp_path):
+    from agent.reader import LONG_QUIET_S
+
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    path = job / "x.log"
+    path.write_bytes(b"x0\n")
+    now = [0.0]
+    agent = _agent(tmp_path, lambda: now[0], multiline=False)
+    agent.start(watch=False)
+    agent.turn()
+    now[0] = LONG_QUIET_S + 1
+    with open(path, "ab") as f:
+        f.write(b"x1\n")
+    agent.reader.poll(now[0], quiet_too=True, long_quiet_too=False)
+    assert agent.reader.due() == []
+    agent.reader.poll(now[0], quiet_too=True, long_quiet_too=True)
+    assert agent.reader.due() == [agent.reader.by_path[str(path)]]
+
+
 def test_a_batch_is_due_flush_interval_after_the_last_look_that_did_not_find_its_first_line(tmp_path):
     """Its first line was written after the previous poll found the file unchanged, not when
     it was read: the batch goes out flush_interval after that look, and the loop wakes for it."""
