@@ -153,22 +153,34 @@ class Reader:
                     self._unseen_copies(entry.path, rotation.mtime(copy.reading_from))
 
     def sync(self, paths: list[str]) -> None:
-        """A full rescan: every matching path, plus a look at every open live file."""
+        """A full rescan: every matching path, plus a look at every open file: its size and its
+        head (truncated and rewritten to the same size is no change of size)."""
         for path in list(self.by_path):
-            self.changed(path)
+            self.changed(path, due=False)  # still there: due only if `_unchanged` says no, below
         for path in paths:
             if path not in self.by_path:
                 self.changed(path)
-        self._due.update(self.sources)
+        self._due.update(fid for fid, src in self.sources.items() if fid not in self._due and not self._unchanged(src))
 
-    def changed(self, path: str) -> None:
+    def _unchanged(self, src: Source) -> bool:
+        """A live file at rest whose size and head are as last read: reading it would find
+        nothing (the check `_read_plain_at` makes, without a pass through the loop)."""
+        if not src.live or src.fd is None or src.final or src.fid in self.failing:
+            return False
+        try:
+            return os.fstat(src.fd).st_size == src.pos and self._head_ok(src)
+        except OSError:
+            return False
+
+    def changed(self, path: str, due: bool = True) -> None:
         fid = self.by_path.get(path)
         if fid is None:
             if path not in self.parked or self._unpark(path):
                 self._open_live(path)
             return
         src = self.sources[fid]
-        self._due.add(fid)
+        if due:
+            self._due.add(fid)
         try:
             st = os.stat(path, follow_symlinks=False)  # replaced by a link: the new "file" is refused
         except FileNotFoundError:

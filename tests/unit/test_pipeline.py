@@ -343,3 +343,19 @@ def test_a_batch_is_due_flush_interval_after_the_last_look_that_did_not_find_its
     now[0] = 1.5
     agent.turn()
     assert len(agent.sender.batches) == 2
+
+
+def test_a_rescan_makes_due_only_files_whose_size_or_head_changed(tmp_path):
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    same, rewritten = job / "same.log", job / "rewritten.log"
+    same.write_bytes(b"s0\n")
+    rewritten.write_bytes(b"r0\n")
+    agent = _agent(tmp_path, lambda: 0.0, multiline=False)
+    agent.start(watch=False)
+    agent.turn()
+    with open(rewritten, "r+b") as f:  # truncated and rewritten to the same size: same inode
+        f.truncate(0)
+        f.write(b"R0\n")
+    agent.reader.sync(agent.discovery.scan())
+    assert agent.reader.due() == [agent.reader.by_path[str(rewritten)]]
