@@ -26,6 +26,8 @@ class Batch:
     body: bytearray | bytes = field(default_factory=bytearray)  # bytes: replayed from the spool, as it was
     docs: int = 0
     segments: list[Segment] = field(default_factory=list)
+    # Monotonic time after which its oldest line was written (the last look at that line's file
+    # that did not find it): the batch goes out batch.flush_interval_s after.
     started: float = field(default_factory=time.monotonic)
     budgeted: int = 0  # bytes taken from the budget for this batch
     status: bool = False  # the agent's own status document: a newer one supersedes it while queued

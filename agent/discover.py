@@ -42,6 +42,7 @@ class Discovery(FileSystemEventHandler):
         self._lock = threading.Lock()
         self.rescan_requested = False
         self.unlisted: dict[str, str] = {}  # directory -> why it cannot be listed, as of the last scan
+        self._matched: dict[str, bool] = {}  # path -> matches(path), for the paths of the last scan
         self.observer: Observer | None = None
 
     def job_of(self, path: str) -> str:
@@ -67,8 +68,14 @@ class Discovery(FileSystemEventHandler):
             if not isinstance(e, FileNotFoundError):  # gone meanwhile (or no root yet): nothing to read
                 failed[e.filename] = e.strerror or str(e)
 
+        # Whether a path matches never changes: each is matched once, not at every rescan.
+        known, self._matched = self._matched, {}
         for dirpath, _dirs, files in os.walk(self.root, onerror=unlisted):
-            found += [p for p in (os.path.join(dirpath, f) for f in files) if self.matches(p)]
+            for p in (os.path.join(dirpath, f) for f in files):
+                m = known.get(p)
+                self._matched[p] = m = self.matches(p) if m is None else m
+                if m:
+                    found.append(p)
         self._report_unlisted(failed)
         for pattern in self.extra:
             found += [p for p in glob.glob(pattern) if os.path.isfile(p)]

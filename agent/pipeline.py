@@ -36,8 +36,10 @@ from agent.source import Source
 from agent.spool import Spool, SpoolCorrupt
 
 CHUNKS_PER_TURN = 4  # per file, before the next file gets its turn
-# Files quiet for reader.QUIET_S are looked at every QUIET_POLLS-th poll (reader.poll_interval_s).
+# Files quiet for reader.QUIET_S are looked at every QUIET_POLLS-th poll (reader.poll_interval_s),
+# those quiet for reader.LONG_QUIET_S every LONG_QUIET_POLLS-th.
 QUIET_POLLS = 4
+LONG_QUIET_POLLS = 8
 # The budget spent, requests failing and nothing acknowledged for this long: Elasticsearch
 # cannot take data, so new batches go to the spool rather than waiting in the files.
 SPOOL_AFTER_S = 3.0
@@ -182,13 +184,19 @@ class Agent:
         self.sender.start()
 
     def run(self) -> None:
-        """Turn until stopped, waiting for the next poll, a file event or an acknowledgement
-        when idle; then shut down."""
+        """Turn until stopped, waiting for the next poll, the batch's flush, a file event or an
+        acknowledgement when idle; then shut down."""
         while not self.stopping.is_set():
             if not self.turn():
-                self.wake.wait(max(0.0, self.next_poll - self.clock()))
+                self.wake.wait(max(0.0, self._next_due() - self.clock()))
                 self.wake.clear()
         self.shutdown()
+
+    def _next_due(self) -> float:
+        """When the next turn has work: the next poll, or the batch's flush if that is sooner."""
+        if self.batch.docs:
+            return min(self.next_poll, self.batch.started + self.cfg.batch.flush_interval_s)
+        return self.next_poll
 
     def stop(self) -> None:
         self.stopping.set()
@@ -212,7 +220,8 @@ class Agent:
                 self.reader.copy_changed(path)
         if now >= self.next_poll:
             self.polls += 1
-            self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0)
+            self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0,
+                             long_quiet_too=self.polls % LONG_QUIET_POLLS == 0)
             self.next_poll = now + self.cfg.reader.poll_interval_s
         if self.held and self._spooling():
             self._spool_held()
@@ -453,8 +462,8 @@ class Agent:
         batch = self.batch
         seg = batch.segment_for(stream.fid, stream.job)
         if frames.lines:
-            if batch.docs == 0:
-                batch.started = self.clock()
+            since = chunk.since if chunk is not None else self.clock()
+            batch.started = since if batch.docs == 0 else min(batch.started, since)
             grown = len(batch.body) - batch.budgeted
             self.budget.take(grown)
             batch.budgeted += grown

@@ -16,7 +16,7 @@ import errno
 import os
 import time
 from types import MappingProxyType
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agent import identity, log, metrics, rotation
@@ -28,6 +28,7 @@ from agent.source import GZIP_ERRORS, Source, open_copy
 
 
 QUIET_S = 10.0  # a file without new bytes for this long is polled less often
+LONG_QUIET_S = 60.0  # and one quiet this long less often still
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Chunk:
     fid: str
     data: bytes
     base: int  # file offset of data[0]
+    since: float = 0.0  # monotonic time after which these bytes were written, as far as we know
 
 
 class Reader:
@@ -55,6 +57,7 @@ class Reader:
         self.failing: dict[str, str] = {}  # fid -> read error: retried on every rescan, never closed as drained
         self.refused: dict[str, str] = {}  # path -> why the jail refused it; looked at again on every rescan
         self._due: set[str] = set()  # fids that may have unread bytes
+        self._active: set[str] = set()  # fids that had bytes within QUIET_S (or may have): polled every time
         self._ended: list[str] = []  # fids whose content ended under us (rotated away, lost)
         self._since: dict[str, float] = {}  # live path -> last write of the newest rotated generation read
         self._full_warned = False
@@ -93,22 +96,18 @@ class Reader:
         return not src.live and src.fid not in self.failing and (
             src.final or now - src.last_data_at >= self.cfg.close_removed_after_s)
 
-    def poll(self, now: float, quiet_too: bool) -> None:
+    def poll(self, now: float, quiet_too: bool, long_quiet_too: bool = True) -> None:
         """Live files whose size moved since they were last read are due: writes raise no file
-        events (see discover.WATCHED). Files quiet for QUIET_S are looked at only `quiet_too`
-        (less often: hundreds of quiet files must cost next to nothing). An empty file that got
-        its first bytes is opened."""
-        for fid, src in self.sources.items():
-            if fid in self._due or not src.live or src.fd is None:
-                continue
-            if not quiet_too and now - src.last_data_at > QUIET_S:
-                continue
-            try:
-                size = os.fstat(src.fd).st_size
-            except OSError:
-                continue
-            if size != src.pos:
-                self._due.add(fid)
+        events (see discover.WATCHED). Files quiet for QUIET_S are looked at only `quiet_too`,
+        those quiet for LONG_QUIET_S only `long_quiet_too` (less often: hundreds of quiet files
+        must cost next to nothing, so the other polls do not even walk them). An empty file that
+        got its first bytes is opened."""
+        if quiet_too:
+            srcs = self.sources.values()
+            self._look(srcs if long_quiet_too else [s for s in srcs if now - s.last_data_at <= LONG_QUIET_S], now)
+        else:
+            self._active = {f for f in self._active if f in self.sources and now - self.sources[f].last_data_at <= QUIET_S}
+            self._look([self.sources[f] for f in self._active], now)
         for path in list(self.empty):
             try:
                 grown = os.stat(path).st_size > 0
@@ -117,6 +116,21 @@ class Reader:
                 continue
             if grown:
                 self.changed(path)
+
+    def _look(self, sources: Iterable[Source], now: float) -> None:
+        """One fstat each: due if the size moved, else nothing was written to it up to `now`."""
+        due, fstat = self._due, os.fstat
+        for src in sources:
+            if src.fid in due or not src.live or src.fd is None:
+                continue
+            try:
+                size = fstat(src.fd).st_size
+            except OSError:
+                continue
+            if size != src.pos:
+                due.add(src.fid)
+            else:
+                src.looked_at = now
 
     # -- discovery --------------------------------------------------------------------
 
@@ -139,22 +153,34 @@ class Reader:
                     self._unseen_copies(entry.path, rotation.mtime(copy.reading_from))
 
     def sync(self, paths: list[str]) -> None:
-        """A full rescan: every matching path, plus a look at every open live file."""
+        """A full rescan: every matching path, plus a look at every open file: its size and its
+        head (truncated and rewritten to the same size is no change of size)."""
         for path in list(self.by_path):
-            self.changed(path)
+            self.changed(path, due=False)  # still there: due only if `_unchanged` says no, below
         for path in paths:
             if path not in self.by_path:
                 self.changed(path)
-        self._due.update(self.sources)
+        self._due.update(fid for fid, src in self.sources.items() if fid not in self._due and not self._unchanged(src))
 
-    def changed(self, path: str) -> None:
+    def _unchanged(self, src: Source) -> bool:
+        """A live file at rest whose size and head are as last read: reading it would find
+        nothing (the check `_read_plain_at` makes, without a pass through the loop)."""
+        if not src.live or src.fd is None or src.final or src.fid in self.failing:
+            return False
+        try:
+            return os.fstat(src.fd).st_size == src.pos and self._head_ok(src)
+        except OSError:
+            return False
+
+    def changed(self, path: str, due: bool = True) -> None:
         fid = self.by_path.get(path)
         if fid is None:
             if path not in self.parked or self._unpark(path):
                 self._open_live(path)
             return
         src = self.sources[fid]
-        self._due.add(fid)
+        if due:
+            self._due.add(fid)
         try:
             st = os.stat(path, follow_symlinks=False)  # replaced by a link: the new "file" is refused
         except FileNotFoundError:
@@ -247,6 +273,7 @@ class Reader:
         self.sources[entry.fid] = src
         self.by_path[path] = entry.fid
         self._due.add(entry.fid)
+        self._active.add(entry.fid)
 
     def _match(self, path: str, fd: int, st: os.stat_result, head: bytes) -> Entry:
         """The registry entry this file continues, or a new one from offset 0."""
@@ -470,10 +497,14 @@ class Reader:
         src = self.sources.get(fid)
         if src is None:
             return None
+        since = src.looked_at
         data = self._read_gz(src) if src.gz is not None else self._read_plain(src)
         if not data:
             return None
-        chunk = Chunk(fid, data, src.pos)
+        # A backlog's later chunks count as new: batches of a file being caught up fill up
+        # rather than each going out alone.
+        src.looked_at = self.clock()
+        chunk = Chunk(fid, data, src.pos, since)
         src.pos += len(data)
         return chunk
 
@@ -511,6 +542,7 @@ class Reader:
             src.size = st.st_size
             self.entries[src.fid].size = st.st_size
         if st.st_size == src.pos:
+            src.looked_at = self.clock()
             return b""
         data = src.pread(min(self.cfg.chunk_bytes, st.st_size - src.pos))
         if data and src.live and not self._head_ok(src):
@@ -518,6 +550,7 @@ class Reader:
             return b""
         if data:
             src.last_data_at = self.clock()
+            self._active.add(src.fid)
             self._grow_head(src)
         return data
 

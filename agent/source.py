@@ -30,6 +30,9 @@ class Source:
     ino: int
     pos: int  # file offset of the next byte to hand out
     last_data_at: float  # monotonic time of the last bytes read
+    # Monotonic time of the last look that found nothing beyond `pos`: the next bytes were
+    # written after it (the batch they join is due flush_interval after the oldest such look).
+    looked_at: float = 0.0
     final: bool = False  # a rotated copy: its content will not grow
     size: int = 0
     reading_from: str = ""  # the path actually read, if not `path`

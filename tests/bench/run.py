@@ -9,7 +9,9 @@
    (utime+stime from /proc/<pid>/stat), peak RSS (VmHWM), and parsed/raw CPU;
 3. the agent into a real Elasticsearch node (esnode.start() or ES_URL), and a direct bulk load of
    the same documents by a multi-threaded http.client loader: the node's ceiling;
-4. end-to-end latency (line written -> searchable) at a steady 2,000 lines/s over 20 files;
+4. end-to-end latency (line written -> searchable) at a steady 2,000 lines/s over 20 files, after a
+   10 s warm-up, and
+   its stages: written -> read (event.created) -> searchable;
 5. idle CPU with 500 quiet files.
 This is a measurement, not a test: it prints a table, with the earlier figures and the targets
 where there are some, and writes the figures as JSON. `tests/bench/micro.py` times the encoder and
@@ -307,7 +309,9 @@ def to_es(work: Path, url: str, root: Path, counts: dict, nbytes: int) -> dict:
 
 # -- 4. latency ------------------------------------------------------------------------------------
 
-def latency(work: Path, url: str, rate: int = 2000, files: int = 20, seconds: float = 30.0) -> dict:
+def latency(work: Path, url: str, rate: int = 2000, files: int = 20, seconds: float = 30.0, warmup: float = 10.0) -> dict:
+    """Lines written in the first `warmup` seconds are not measured: a node just started (its
+    JIT, the index just created) answers in seconds at first, which is not the agent's latency."""
     root = work / "latency" / "log"
     shutil.rmtree(root.parent, ignore_errors=True)
     paths = [root / f"job{i:02d}" / "app.log" for i in range(files)]
@@ -336,7 +340,7 @@ def latency(work: Path, url: str, rate: int = 2000, files: int = 20, seconds: fl
             stop.wait(0.05)
 
     time.sleep(2.0)  # the agent is up and has opened the files
-    cpu0 = cpu_s(agent.proc.pid)
+    first: dict[str, int] | None = None  # per file, the first line measured
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     tick = 0.05
@@ -345,7 +349,9 @@ def latency(work: Path, url: str, rate: int = 2000, files: int = 20, seconds: fl
     n = 0
     carry = 0.0
     try:
-        while time.time() - t0 < seconds:
+        while time.time() - t0 < warmup + seconds:
+            if first is None and time.time() - t0 >= warmup:
+                first, cpu0 = {path: len(lst) for path, lst in sent.items()}, cpu_s(agent.proc.pid)
             due = t0 + tick * (n + 1)
             carry += per_tick
             k = int(carry)
@@ -368,23 +374,58 @@ def latency(work: Path, url: str, rate: int = 2000, files: int = 20, seconds: fl
         agent.stop()
         for h in handles:
             h.close()
-    lats = []
+    seen: dict[tuple[str, int], float] = {}  # (path, line number) -> first poll that found it searchable
     for path, times in sent.items():
-        i = 0
+        i = first[path]
         for t, c in polls:
             got = c.get(path, 0)
             while i < len(times) and i < got:
-                lats.append(t - times[i])
+                seen[(path, i)] = t
                 i += 1
-    lats.sort()
-    total = sum(map(len, sent.values()))
+    lats = sorted(seen[k] - sent[k[0]][k[1]] for k in seen)
+    total = sum(len(times) - first[path] for path, times in sent.items())
+    return {"lines": total, "measured": len(lats), "rate": total / seconds, "p50_s": pct(lats, 0.50),
+            "p99_s": pct(lats, 0.99), "max_s": lats[-1] if lats else float("nan"), "poll_interval_s": 0.05,
+            "agent_cpu_pct_at_rate": cpu_writing / seconds * 100, "stages": stages(url, index, seen)}
 
-    def pct(p: float) -> float:
-        return lats[min(len(lats) - 1, int(p * len(lats)))] if lats else float("nan")
 
-    return {"lines": total, "measured": len(lats), "rate": total / seconds, "p50_s": pct(0.50), "p99_s": pct(0.99),
-            "max_s": lats[-1] if lats else float("nan"), "poll_interval_s": 0.05,
-            "agent_cpu_pct_at_rate": cpu_writing / seconds * 100}
+def pct(xs: list[float], p: float) -> float:
+    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+def stages(url: str, index: str, seen: dict[tuple[str, int], float]) -> dict:
+    """Where each line's latency went: written -> read (event.created, ms) -> searchable (the poll
+    that found it: batch wait, `_bulk`, refresh, poll). p50/p99/max of each, in seconds."""
+    parts: dict[str, list[float]] = {"read": [], "to_searchable": []}
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    q = {"size": 10000, "_source": ["message", "event.created", "log.file.path"]}
+    conn.request("POST", f"/{index}/_search?scroll=1m", body=orjson.dumps(q), headers={"content-type": "application/json"})
+    page = orjson.loads(conn.getresponse().read())
+    while page.get("hits", {}).get("hits"):
+        for h in page["hits"]["hits"]:
+            s = h["_source"]
+            written, _, rest = s["message"].partition(" latency probe line ")
+            key = (s["log.file.path"], int(rest.split()[0]))
+            if key not in seen:
+                continue
+            created = _epoch(s["event.created"])
+            parts["read"].append(created - float(written))
+            parts["to_searchable"].append(seen[key] - created)
+        body = orjson.dumps({"scroll": "1m", "scroll_id": page["_scroll_id"]})
+        conn.request("POST", "/_search/scroll", body=body, headers={"content-type": "application/json"})
+        page = orjson.loads(conn.getresponse().read())
+    conn.close()
+    out = {}
+    for name, xs in parts.items():
+        xs.sort()
+        out[name] = {"n": len(xs), "p50_s": pct(xs, 0.5), "p99_s": pct(xs, 0.99), "max_s": xs[-1] if xs else float("nan")}
+    return out
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 # -- 5. idle ---------------------------------------------------------------------------------------
@@ -441,6 +482,8 @@ def table(r: dict) -> str:
     if la:
         rows.append(("latency written -> searchable", f"{la['rate']:,.0f}", "", "", "",
                      f"p50 {la['p50_s']:.2f} s, p99 {la['p99_s']:.2f} s, max {la['max_s']:.2f} s; agent CPU {la['agent_cpu_pct_at_rate']:.1f}%"))
+        for name, st in la["stages"].items():
+            rows.append((f"  of which {name}", "", "", "", "", f"p50 {st['p50_s']:.3f} s, p99 {st['p99_s']:.3f} s, max {st['max_s']:.3f} s"))
     i = r.get("idle")
     if i:
         rows.append((f"idle, {i['files']} quiet files", "", "", "", f"{i['peak_rss_mib']:.1f}", f"CPU {i['cpu_pct']:.2f}% over {i['seconds']:.0f} s"))

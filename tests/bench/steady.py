@@ -69,12 +69,12 @@ def measure(files: int, rate: int, seconds: float, warmup: float) -> dict:
         writers.thread.start()
         try:
             time.sleep(warmup)
-            c0, t0 = cpu_s(agent.proc.pid), time.monotonic()
+            c0, t0, r0 = cpu_s(agent.proc.pid), time.monotonic(), null.requests
             rss = []
             while time.monotonic() - t0 < seconds:
                 time.sleep(1.0)
                 rss.append(proc_status(agent.proc.pid)["VmRSS"])
-            c1, t1 = cpu_s(agent.proc.pid), time.monotonic()
+            c1, t1, r1 = cpu_s(agent.proc.pid), time.monotonic(), null.requests
             hwm = proc_status(agent.proc.pid)["VmHWM"]
         finally:
             writers.stop.set()
@@ -84,6 +84,7 @@ def measure(files: int, rate: int, seconds: float, warmup: float) -> dict:
         return {"files": files, "rate": rate, "seconds": round(t1 - t0, 1),
                 "cpu_pct_of_core": round(100 * (c1 - c0) / (t1 - t0), 2),
                 "cpu_us_per_line": round((c1 - c0) / ((t1 - t0) * rate) * 1e6, 1),
+                "bulk_per_s": round((r1 - r0) / (t1 - t0), 2),
                 "rss_mib_max": round(max(rss) / 2**20, 1), "hwm_mib": round(hwm / 2**20, 1)}
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     a = ap.parse_args()
     r = measure(a.files, a.rate, a.seconds, a.warmup)
     print(f"steady state: {r['files']} files, {r['rate']} lines/s: {r['cpu_pct_of_core']}% of a core "
-          f"({r['cpu_us_per_line']} us/line), RSS max {r['rss_mib_max']} MiB, HWM {r['hwm_mib']} MiB over {r['seconds']} s")
+          f"({r['cpu_us_per_line']} us/line, {r['bulk_per_s']} _bulk/s), RSS max {r['rss_mib_max']} MiB, HWM {r['hwm_mib']} MiB over {r['seconds']} s")
     if a.out:
         Path(a.out).write_text(json.dumps(r))
 

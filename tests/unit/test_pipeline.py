@@ -294,3 +294,70 @@ def test_files_beyond_max_open_files_all_get_their_turn_and_keep_their_offsets(t
     agent.discovery.rescan_requested = True
     assert run() == [(files[0].stat().st_size - 8, "f0 more")]
     assert all(e.offset == os.path.getsize(e.path) for e in agent.entries.values()) and len(agent.entries) == 10
+
+
+def test_files_quiet_for_long_are_looked_at_less_often_still(tmp_path):
+    from agent.reader import LONG_QUIET_S
+
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    path = job / "x.log"
+    path.write_bytes(b"x0\n")
+    now = [0.0]
+    agent = _agent(tmp_path, lambda: now[0], multiline=False)
+    agent.start(watch=False)
+    agent.turn()
+    now[0] = LONG_QUIET_S + 1
+    with open(path, "ab") as f:
+        f.write(b"x1\n")
+    agent.reader.poll(now[0], quiet_too=True, long_quiet_too=False)
+    assert agent.reader.due() == []
+    agent.reader.poll(now[0], quiet_too=True, long_quiet_too=True)
+    assert agent.reader.due() == [agent.reader.by_path[str(path)]]
+
+
+def test_a_batch_is_due_flush_interval_after_the_last_look_that_did_not_find_its_first_line(tmp_path):
+    """Its first line was written after the previous poll found the file unchanged, not when
+    it was read: the batch goes out flush_interval after that look, and the loop wakes for it."""
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    path = job / "x.log"
+    path.write_bytes(b"a\n")
+    now = [0.0]
+    agent = _agent(tmp_path, lambda: now[0], multiline=False)
+    agent.cfg.batch.flush_interval_s = 0.5
+    agent.start(watch=False)
+    agent.turn()
+    now[0] = 0.5
+    agent.turn()
+    assert len(agent.sender.batches) == 1
+    now[0] = 1.0
+    agent.turn()  # a poll: nothing new
+    with open(path, "ab") as f:
+        f.write(b"b\n")
+    now[0] = 1.25
+    agent.turn()  # the next poll reads b
+    assert _documents(agent.batch.body) == [(2, "b")]
+    assert agent._next_due() == 1.5
+    now[0] = 1.49
+    agent.turn()
+    assert len(agent.sender.batches) == 1
+    now[0] = 1.5
+    agent.turn()
+    assert len(agent.sender.batches) == 2
+
+
+def test_a_rescan_makes_due_only_files_whose_size_or_head_changed(tmp_path):
+    job = tmp_path / "log" / "job"
+    job.mkdir(parents=True)
+    same, rewritten = job / "same.log", job / "rewritten.log"
+    same.write_bytes(b"s0\n")
+    rewritten.write_bytes(b"r0\n")
+    agent = _agent(tmp_path, lambda: 0.0, multiline=False)
+    agent.start(watch=False)
+    agent.turn()
+    with open(rewritten, "r+b") as f:  # truncated and rewritten to the same size: same inode
+        f.truncate(0)
+        f.write(b"R0\n")
+    agent.reader.sync(agent.discovery.scan())
+    assert agent.reader.due() == [agent.reader.by_path[str(rewritten)]]
