@@ -70,7 +70,7 @@ class BatchConfig:
     max_docs: int = 8000
     max_bytes: int = 2 * 1024 * 1024
     # Short, so a line is searchable within about a second plus the index refresh interval.
-    flush_interval_s: float = 0.5
+    flush_interval_s: float = 0.75
     concurrency: int = 2
     # Bytes read but not yet acknowledged; readers pause when it is reached.
     max_inflight_bytes: int = 8 * 1024 * 1024
