@@ -44,8 +44,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
+
 from agent import identity, registry
 from agent.ack import Acker
+from agent.config import InputsConfig
+from agent.contain import Jail
 from agent.registry import Entry
 from tests.bench.nullbulk import NullBulk
 from tests.support import registry_v1
@@ -160,7 +164,7 @@ def registry_run(work: Path, impl: str, history: bool, checkpoints: int) -> dict
         write = lambda force: registry_v1.save(str(state), entries, WEEK)  # noqa: E731
         path = state / registry_v1.FILENAME
     else:
-        acker = Acker(entries, str(state), WEEK)
+        acker = Acker(entries, str(state), WEEK, Jail.of(InputsConfig(root=str(root))))
         acker.checkpoint(force=True)  # the import: compaction, and what the week left is forgotten
 
         def write(force: bool) -> None:
@@ -292,6 +296,8 @@ def agent_run(work: Path, impl: str, history: bool, rate: int, seconds: float, w
                        formats=[{"glob": "**", "format": "raw"}], health={"enabled": True, "port": port},
                        batch={"flush_interval_s": 0.5}, registry={"flush_interval_s": 1.0},
                        reader={"idle_flush_s": 5.0, "rescan_interval_s": 10.0, "close_removed_after_s": 5.0})
+    if impl == "old":  # it refuses sections it does not know
+        cfg.write_bytes(orjson.dumps({k: v for k, v in orjson.loads(cfg.read_bytes()).items() if k != "fleet"}))
     # The old agent's package first on the path (and not the current directory's).
     env = {"PYTHONPATH": str(old_tree(work.parent)), "PYTHONSAFEPATH": "1"} if impl == "old" else {}
     agent = AgentProcess(cfg, work / f"agent-{impl}-{history}.log", env=env).start()
