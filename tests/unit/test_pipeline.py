@@ -43,6 +43,14 @@ def _agent(tmp_path, clock, multiline: bool = True, **reader) -> pipeline.Agent:
     return pipeline.Agent(cfg, _NoSender, clock)
 
 
+def _one_file(tmp_path, data: bytes):
+    """log/job/x.log holding `data`."""
+    path = tmp_path / "log" / "job" / "x.log"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    return path
+
+
 def _documents(body: bytearray) -> list[tuple[int, str]]:
     lines = bytes(body).split(b"\n")[:-1]
     return [(d["log.offset"], d["message"]) for d in map(orjson.loads, lines[1::2])]
@@ -299,10 +307,7 @@ def test_files_beyond_max_open_files_all_get_their_turn_and_keep_their_offsets(t
 def test_files_quiet_for_long_are_looked_at_less_often_still(tmp_path):
     from agent.reader import LONG_QUIET_S
 
-    job = tmp_path / "log" / "job"
-    job.mkdir(parents=True)
-    path = job / "x.log"
-    path.write_bytes(b"x0\n")
+    path = _one_file(tmp_path, b"x0\n")
     now = [0.0]
     agent = _agent(tmp_path, lambda: now[0], multiline=False)
     agent.start(watch=False)
@@ -319,10 +324,7 @@ def test_files_quiet_for_long_are_looked_at_less_often_still(tmp_path):
 def test_a_batch_is_due_flush_interval_after_the_last_look_that_did_not_find_its_first_line(tmp_path):
     """Its first line was written after the previous poll found the file unchanged, not when
     it was read: the batch goes out flush_interval after that look, and the loop wakes for it."""
-    job = tmp_path / "log" / "job"
-    job.mkdir(parents=True)
-    path = job / "x.log"
-    path.write_bytes(b"a\n")
+    path = _one_file(tmp_path, b"a\n")
     now = [0.0]
     agent = _agent(tmp_path, lambda: now[0], multiline=False)
     agent.cfg.batch.flush_interval_s = 0.5
