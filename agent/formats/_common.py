@@ -218,14 +218,14 @@ _SIMPLE_ESC = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"a": b"\a", b"b": b"\b", 
 def _esc(m: re.Match) -> bytes:
     e = m.group(1)
     c = e[:1]
+    if len(e) == 1:  # not a full escape (a lone \x, \u, a digit): the character as it is
+        return _SIMPLE_ESC.get(c, c)
     if c == b"x":
         return bytes([int(e[1:], 16)])
     if c in (b"u", b"U"):
         cp = int(e[1:], 16)
         return chr(cp).encode("utf-8", "replace") if cp <= 0x10FFFF else b"\xef\xbf\xbd"
-    if c.isdigit():
-        return bytes([int(e, 8) & 0xFF])
-    return _SIMPLE_ESC.get(c, c)
+    return bytes([int(e, 8) & 0xFF])  # three octal digits
 
 
 def unescape(b: bytes) -> str:

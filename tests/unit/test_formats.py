@@ -493,6 +493,12 @@ def test_time_helpers_are_exact():
     assert unescape(b"a\\tb\\\\c\\x41") == "a\tb\\cA"
 
 
+@pytest.mark.parametrize("cut", [b"\\x", b"\\x4", b"\\u12", b"\\U0001", b"\\9", b"\\"])
+def test_an_escape_cut_short_is_kept_as_written_never_raises(cut):
+    """Found by the mutation fuzz: a lone \\x (cc_nginx_access host) raised in int()."""
+    assert unescape(b"a" + cut + b"z") == "a" + cut[1:].decode() + "z"
+
+
 def _repr_time(v: float) -> str | None:
     """The reference for float times: the millisecond of the shortest decimal that round-trips."""
     return from_epoch_text(repr(v))
