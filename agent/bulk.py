@@ -38,19 +38,47 @@ def docs_in(body: bytes | bytearray) -> int:
 
 
 _CREATED = {"create": {"status": 201}}  # an indexed item, as filtered by send.BULK_PARAMS
+_ALL_HEAD = b'{"errors":false,"items":['
+_ITEM = b'{"create":{"status":201}}'
+
+
+@dataclass(frozen=True)
+class AllCreated:
+    """An answer that is, byte for byte, Elasticsearch's filtered `_bulk` answer with 201 for each
+    of `docs` documents. Recognised before parsing: decoding 8,000 one-key objects costs the
+    sender ~1 ms per request, comparing the bytes ~10 µs."""
+
+    docs: int
+
+
+def all_created(data: bytes) -> AllCreated | None:
+    """The answer as AllCreated when it is exactly that; None for anything else (then parsed)."""
+    if not data.startswith(_ALL_HEAD + _ITEM) or not data.endswith(b"]}"):
+        return None
+    docs, rest = divmod(len(data) - len(_ALL_HEAD) - 2 + 1, len(_ITEM) + 1)
+    if rest or data != _ALL_HEAD + (_ITEM + b",") * (docs - 1) + _ITEM + b"]}":
+        return None
+    return AllCreated(docs)
 
 
 class OddAnswer(Exception):
     """An answer that does not say what happened to each document: retry the whole request."""
 
 
-def classify(answer: object, body: bytes | bytearray) -> Outcome:
-    """Sort the request's documents by the answer's items, which are in request order.
+def classify(answer: object, body: bytes | bytearray, docs: int | None = None) -> Outcome:
+    """Sort the request's documents by the answer's items, which are in request order. `docs`
+    is the body's count when the caller knows it (a batch's); the body is counted otherwise.
 
     Only an answer with one item of a known status per document counts: anything else (not a
     JSON object, no items, more or fewer items than documents, an item without a status) is
     OddAnswer, so nothing is taken as indexed that Elasticsearch did not report indexed."""
-    docs = docs_in(body)
+    if isinstance(answer, AllCreated):
+        if answer.docs != docs:  # unknown, or a disagreement: the body itself decides
+            docs = docs_in(body)
+        if answer.docs != docs:
+            raise OddAnswer(f"answer has {answer.docs} items for {docs} documents")
+        return Outcome(indexed=docs)
+    docs = docs_in(body) if docs is None else docs
     if isinstance(answer, dict) and isinstance(items := answer.get("items"), list) and len(items) == docs \
             and items.count(_CREATED) == docs:
         return Outcome(indexed=docs)  # the common case, compared in C: a tenth of the loop's time

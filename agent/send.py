@@ -66,6 +66,8 @@ class _Json(JsonSerializer):
     def loads(self, data: bytes):
         if data == b"":
             return None
+        if (created := bulk.all_created(data)) is not None:
+            return created
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as e:
@@ -301,7 +303,8 @@ class Sender:
         jobs = _jobs_of(batch)
         # The batch's own buffer goes out as it is (no copy: the loop has a new batch already);
         # the batch lets go of it, so it is freed once sent. The budget still counts it.
-        pending: list[bytes | bytearray] = [batch.body]
+        first = batch.body
+        pending: list[bytes | bytearray] = [first]
         batch.body = bytearray()
         while pending:
             body = pending.pop()
@@ -316,7 +319,8 @@ class Sender:
                     if (self.stopping.is_set() or superseded()) and attempt.retry_state.attempt_number > 1:
                         return False
                     self._ensure_setup()
-                    retry_body, halves = self._send_once(body, jobs, batch.status)
+                    docs = batch.docs if body is first else None  # retries and halves are counted
+                    retry_body, halves = self._send_once(body, jobs, batch.status, docs)
                     pending.extend(halves)
                     if retry_body:
                         body = retry_body
@@ -380,7 +384,8 @@ class Sender:
             log.warn("bulk_retry", f"Elasticsearch not taking documents ({cause}); retrying with backoff, nothing dropped",
                      attempt=state.attempt_number, wait_s=round(state.upcoming_sleep, 2), detail=redact(str(exc))[:300])
 
-    def _send_once(self, body: bytes, jobs: dict[bytes, str], status: bool = False) -> tuple[bytes, list[bytes]]:
+    def _send_once(self, body: bytes, jobs: dict[bytes, str], status: bool = False,
+                   docs: int | None = None) -> tuple[bytes, list[bytes]]:
         """One `_bulk` request. Returns (documents to retry, halves to send separately). A status
         document taken says nothing of the log indices: it does not end a refusal."""
         t0 = time.monotonic()
@@ -390,7 +395,7 @@ class Sender:
                     "POST", "/_bulk", body=body, params=BULK_PARAMS,
                     headers={"content-type": "application/x-ndjson", "accept": "application/json"},
                 )
-            out = bulk.classify(resp.body, body)
+            out = bulk.classify(resp.body, body, docs)
         except UnsupportedProductError as e:  # a 2xx without Elasticsearch's product header
             self._unusable(f"{describe(e)} (http {e.meta.status}, content-type {e.meta.mimetype})")
         except ApiError as e:

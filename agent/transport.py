@@ -10,8 +10,11 @@ MAX_ANSWER_BYTES only. Both end as a ConnectionError naming the cause, which the
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
+import time
 
 from elastic_transport import NodeConfig, Urllib3HttpNode
 
@@ -37,17 +40,16 @@ class _Watch:
 
     def __init__(self, seconds: float):
         self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
         self.conn = None  # the urllib3 connection, set when the request goes out on it
         self.fired = False
-        self._done = False
+        self.finished = False
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-        self._timer.start()
+        _WATCHDOG.add(self)
 
-    def _cut(self) -> None:
+    def cut(self) -> None:
         with self._lock:
-            if self._done:
+            if self.finished:
                 return
             self.fired = True
             sock = getattr(self.conn, "sock", None)
@@ -59,8 +61,50 @@ class _Watch:
 
     def done(self) -> None:
         with self._lock:
-            self._done = True
-        self._timer.cancel()
+            self.finished = True
+
+
+class _Watchdog:
+    """One thread for the deadlines of all requests (a Timer each started a thread per `_bulk`).
+    Finished watches leave the heap when they reach its top: deadlines are mostly equal, so the
+    top is the oldest request, usually finished long ago."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: _Watch) -> None:
+        with self._cond:
+            self._drop_finished()
+            heapq.heappush(self._heap, (watch.deadline, next(self._seq), watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is watch:
+                self._cond.notify()
+
+    def _drop_finished(self) -> None:
+        while self._heap and self._heap[0][2].finished:
+            heapq.heappop(self._heap)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._drop_finished()
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                watch = heapq.heappop(self._heap)[2]
+            watch.cut()
+
+
+_WATCHDOG = _Watchdog()
 
 
 _current = threading.local()  # the watch of the request this thread is making

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agent.bulk import DeadLetter, OddAnswer, classify, docs_in
+from agent.bulk import AllCreated, DeadLetter, OddAnswer, all_created, classify, docs_in
 
 
 def body_of(n: int) -> bytes:
@@ -147,3 +147,34 @@ def test_an_error_of_another_shape_is_kept_as_its_reason():
     a["items"][0]["create"]["error"] = "mapping failed"
     del a["items"][1]["create"]["error"]
     assert classify(a, body_of(2)).dead == [DeadLetter(*pair(0), {"reason": "mapping failed"}), DeadLetter(*pair(1), {})]
+
+
+def _created_bytes(n: int) -> bytes:
+    return b'{"errors":false,"items":[' + b",".join([b'{"create":{"status":201}}'] * n) + b"]}"
+
+
+def test_the_exact_all_created_answer_is_recognised_unparsed_and_counted():
+    assert all_created(_created_bytes(3)) == AllCreated(3)
+    out = classify(all_created(_created_bytes(3)), body_of(3), 3)
+    assert (out.indexed, out.retry, out.dead) == (3, [], [])
+    assert orjson.loads(_created_bytes(3)) == answer(201, 201, 201, errors=False)  # the same answer, parsed
+
+
+@pytest.mark.parametrize("data", [
+    _created_bytes(3).replace(b"201", b"409", 1),
+    _created_bytes(3).replace(b",", b" ,", 1),
+    _created_bytes(3)[:-1],
+    _created_bytes(3).replace(b"false", b"true"),
+    b'{"errors":false,"items":[]}',
+    _created_bytes(2) + b" ",
+], ids=["a-409", "spaced", "cut", "errors-true", "empty", "trailing"])
+def test_anything_but_the_exact_bytes_is_left_to_the_parser(data):
+    assert all_created(data) is None
+
+
+def test_when_the_answer_and_the_callers_count_disagree_the_body_decides():
+    with pytest.raises(OddAnswer, match="2 items for 3 documents"):
+        classify(AllCreated(2), body_of(3), 3)
+    with pytest.raises(OddAnswer, match="2 items for 3 documents"):
+        classify(AllCreated(2), body_of(3))  # no count given: the body is counted
+    assert classify(AllCreated(3), body_of(3), 5).indexed == 3  # a wrong count does not lose the answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -140,3 +141,34 @@ def test_a_deadline_that_did_not_pass_does_not_cut_the_next_request(serve):
     threading.Event().wait(0.6)  # the first request's timer would have fired by now
     assert n.perform_request("POST", "/_bulk", body=b"{}\n").meta.status == 200
     assert srv.connections == 1
+
+
+def test_deadlines_share_one_thread_however_many_requests(serve):
+    srv = serve(small)
+    n = node(srv)
+    n.perform_request("POST", "/_bulk", body=b"{}\n")
+    before = threading.active_count()
+    for _ in range(50):
+        n.perform_request("POST", "/_bulk", body=b"{}\n")
+    assert threading.active_count() == before  # a Timer per request would have left ~50 waiting
+    assert [t.name for t in threading.enumerate()].count("request-deadlines") == 1
+
+
+def test_a_short_deadline_behind_a_long_one_still_cuts_in_time(serve):
+    """The watchdog sleeps until its earliest deadline: a new, earlier one must wake it."""
+    def trickle(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(_head(1000))
+        while not stop.wait(0.1):
+            conn.sendall(b" ")
+
+    srv = serve(trickle)
+    slow = threading.Thread(target=lambda: pytest.raises(TransportConnectionError,
+                                                         node(srv, timeout=20).perform_request, "POST", "/_bulk", body=b"{}\n"),
+                            daemon=True)
+    slow.start()
+    threading.Event().wait(0.2)
+    t0 = time.monotonic()
+    with pytest.raises(TransportConnectionError) as e:
+        node(srv, timeout=0.5).perform_request("POST", "/_bulk", body=b"{}\n")
+    assert isinstance(e.value.errors[0], DeadlinePassed)
+    assert time.monotonic() - t0 < 5  # not the 20 s of the request ahead of it
