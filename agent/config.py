@@ -89,6 +89,10 @@ class ReaderConfig:
     max_open_files: int = 512
     # Rotated-away or deleted files are closed this long after their last byte was read.
     close_removed_after_s: float = 5.0
+    # Disk that deleted rotated copies still open may keep, on the jobs' disk: while reading is
+    # paused (Elasticsearch away) one more is held per rotation. Past it the oldest are closed
+    # and what was not read of them is counted lost.
+    max_deleted_held_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -285,6 +289,8 @@ def _validate(cfg: Config) -> None:
                           "file's last partial line is shipped by the idle flush rather than cut at close")
     if not 0 < cfg.reader.poll_interval_s <= 10:
         raise ConfigError("reader.poll_interval_s: must be above 0 and at most 10")
+    if cfg.reader.max_deleted_held_bytes < 0:
+        raise ConfigError("reader.max_deleted_held_bytes: must be 0 (let deleted copies go at once) or more")
     if cfg.reader.chunk_bytes < 4096:
         raise ConfigError("reader.chunk_bytes: must be at least 4096")
     if cfg.dead_letter.max_file_bytes < 1024:

@@ -593,6 +593,39 @@ class Reader:
                 h = Head.of(head)
                 e.head_len, e.head_hash = h.length, h.hash
 
+    def release_deleted(self) -> None:
+        """Copies deleted while still open keep their disk space, on the jobs' disk: while
+        reading is paused one more is held per rotation. Past reader.max_deleted_held_bytes
+        the oldest are closed, as logrotate meant, and what was not read of them is counted lost."""
+        held = []
+        for src in self.sources.values():
+            if src.live:  # a deleted live file is marked not live when its deletion is seen
+                continue
+            st = _fstat(src)
+            if st is not None and st.st_nlink == 0:
+                held.append((st.st_mtime, st.st_blocks * 512, src))
+        total, limit = sum(h[1] for h in held), self.cfg.max_deleted_held_bytes
+        for _, pinned, src in sorted(held, key=lambda h: h[0]):
+            if total <= limit:
+                return
+            total -= pinned
+            self._let_go(src, pinned)
+
+    def _let_go(self, src: Source, pinned: int) -> None:
+        entry = self.entries[src.fid]
+        end = max(entry.size, src.size if src.gz is None else 0)
+        src.close()
+        self.sources.pop(src.fid, None)
+        self._due.discard(src.fid)
+        self._ended.append(src.fid)
+        entry.gone = True
+        entry.size = src.pos
+        self.count_lost(entry, max(0, end - src.pos), "a deleted rotated copy was closed unread: the deleted "
+                        "copies held open reached reader.max_deleted_held_bytes", from_offset=src.pos,
+                        copy=src.reading_from or src.path, pinned_bytes=pinned,
+                        hint="Elasticsearch has been away or slow for long; raise reader.max_deleted_held_bytes "
+                             "(disk on /var/vcap/data) or spool.max_bytes to bridge longer outages")
+
     def finish(self, src: Source) -> None:
         """Close a drained file: its entry is gone, what was read of it is the loop's."""
         src.close()
@@ -622,6 +655,15 @@ class Reader:
     def close_all(self) -> None:
         for src in self.sources.values():
             src.close()
+
+
+def _fstat(src: Source) -> os.stat_result | None:
+    try:
+        if src.fd is not None:
+            return os.fstat(src.fd)
+        return os.fstat(src.raw.fileno()) if src.raw is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def _devino(path: str) -> tuple[int, int]:

@@ -22,3 +22,9 @@ def test_fleet_settings_are_checked():
         from_dict({"fleet": {"interval_s": 0.5}})
     with pytest.raises(ConfigError, match=r"^fleet\.index: must be a lowercase index name"):
         from_dict({"fleet": {"index": "Agents"}})
+
+
+def test_the_bound_on_deleted_copies_held_is_checked():
+    with pytest.raises(ConfigError, match=r"^reader\.max_deleted_held_bytes: must be 0"):
+        from_dict({"reader": {"max_deleted_held_bytes": -1}})
+    assert from_dict({"reader": {"max_deleted_held_bytes": 0}}).reader.max_deleted_held_bytes == 0

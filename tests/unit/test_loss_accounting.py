@@ -37,7 +37,7 @@ class _StuckSender:
         self.in_flight += 1
 
 
-def _paused_agent(tmp_path, path, spool_bytes: int = 0) -> pipeline.Agent:
+def _paused_agent(tmp_path, path, spool_bytes: int = 0, held_bytes: int | None = None) -> pipeline.Agent:
     cfg = Config()
     cfg.inputs.root = str(tmp_path / "log")
     cfg.state_dir = str(tmp_path / "state")
@@ -46,6 +46,8 @@ def _paused_agent(tmp_path, path, spool_bytes: int = 0) -> pipeline.Agent:
     cfg.batch.max_bytes = cfg.batch.max_inflight_bytes = 4096  # one batch spends the budget
     cfg.reader.rescan_interval_s = 1e9
     cfg.spool.max_bytes = spool_bytes
+    if held_bytes is not None:
+        cfg.reader.max_deleted_held_bytes = held_bytes
     agent = pipeline.Agent(cfg, _StuckSender)
     agent.start(watch=False)
     while agent.budget.room():
@@ -84,6 +86,41 @@ def test_truncation_while_paused_opens_the_copy_which_keeps_its_data(tmp_path):
     assert agent.reader.source(fid).reading_from == copy
     os.unlink(copy)  # logrotate deletes it after compressing: the descriptor keeps the data
     assert agent.entries[fid].lost_bytes == 0
+
+
+def _deleted_held(agent) -> int:
+    return sum(os.fstat(s.fd).st_blocks * 512 for s in agent.reader.sources.values()
+               if s.fd is not None and os.fstat(s.fd).st_nlink == 0)
+
+
+def test_deleted_copies_past_their_bound_are_let_go_oldest_first_each_counted(tmp_path, capfd):
+    path = _log(tmp_path, 1000)  # 72 KB a generation
+    agent = _paused_agent(tmp_path, path, held_bytes=100_000)
+    copies = []  # (fid, generation size) in rotation order
+    for gen in range(3):
+        (fid,) = [f for f, s in agent.reader.sources.items() if s.live]
+        copies.append((fid, os.path.getsize(path)))
+        copy = _copytruncate(path, gz=False)
+        agent.reader.changed(path)
+        agent.turn()
+        assert agent.reader.source(fid).reading_from == copy
+        os.unlink(copy)  # logrotate's next run: the descriptor alone keeps the data now
+        with open(path, "ab") as f:  # the job writes on: the next generation
+            f.write(b"".join(b"gen %d line %06d %s\n" % (gen + 1, i, b"y" * 56) for i in range(1000)))
+        agent.reader.changed(path)
+        agent.turn()
+    read = {fid: agent.reader.source(fid).pos for fid, _ in copies}
+    assert _deleted_held(agent) > 200_000  # three copies pinned: what the bound is for
+    agent.next_poll = 0
+    agent.turn()
+    assert _deleted_held(agent) <= 100_000
+    (old, old_size), (mid, mid_size), (new, _) = copies
+    assert agent.reader.source(old) is None and agent.reader.source(mid) is None
+    assert agent.reader.source(new) is not None  # the newest copy is still held
+    assert agent.entries[old].lost_bytes == old_size - read[old]  # read to its end before the pause: 0
+    assert agent.entries[mid].lost_bytes == mid_size - read[mid] > 0
+    assert agent.entries[new].lost_bytes == 0
+    assert "max_deleted_held_bytes" in capfd.readouterr().err
 
 
 def test_copy_deleted_before_it_was_seen_counts_every_unread_byte_once(tmp_path):
