@@ -49,6 +49,11 @@ def describe(e: BaseException) -> str:
 # Only what `_items` reads: per item its status (and the error, when there is one). The full
 # answer repeats index, id, version, shards and seq_no for every document (~180 bytes each),
 # which the sender threads would parse, under the GIL, and hold, for every batch.
+# The longest wait between attempts: after an outage the agent resumes within this of the node's
+# return (at 30 s a 40 s outage was followed by ~30 s of nothing). One request per sender this
+# often is nothing to a cluster, even from every VM of a platform.
+MAX_BACKOFF_S = 10.0
+
 BULK_PARAMS = {"filter_path": "errors,items.*.status,items.*.error"}
 
 
@@ -310,7 +315,7 @@ class Sender:
             body = pending.pop()
             for attempt in Retrying(
                 retry=retry_if_exception_type(Retry),
-                wait=wait_exponential_jitter(initial=0.25, max=30, jitter=1),
+                wait=wait_exponential_jitter(initial=0.25, max=MAX_BACKOFF_S, jitter=1),
                 stop=stop_never,
                 before_sleep=self._before_sleep,
                 reraise=True,

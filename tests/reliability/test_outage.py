@@ -67,7 +67,7 @@ def _settle(sc: Scenario, owed: set, timeout: float = 240.0, patience: int = 15)
     """Wait until as many documents as owed lines are indexed, or nothing more arrives; stop the
     agent; count (one read of every document: the lines are ~1 KB, a read a second would not keep up).
     `patience`: seconds without progress after which the rest is not coming (an agent that was
-    not restarted first waits out its backoff, up to 30 s)."""
+    not restarted first waits out its backoff, send.MAX_BACKOFF_S)."""
     deadline = time.monotonic() + timeout
     last, still = -1, 0
     while time.monotonic() < deadline and still < patience:
@@ -233,7 +233,7 @@ def test_deleted_copies_held_through_an_outage_stay_within_their_bound(es, index
     _outage(sc, fault_proxy, seconds=40, during=lambda: held.append(_deleted_held(sc.agent.proc.pid)))
     time.sleep(2)
     sc.stop_load()
-    s = _settle(sc, _kept(sc), patience=45)
+    s = _settle(sc, _kept(sc), patience=30)
     log = sc.agent.log()
     held.sort()
     p90, peak = held[len(held) * 9 // 10], held[-1]
