@@ -222,9 +222,9 @@ class Agent:
             self.polls += 1
             self.reader.poll(now, quiet_too=self.polls % QUIET_POLLS == 0,
                              long_quiet_too=self.polls % LONG_QUIET_POLLS == 0)
-            self.reader.release_deleted()
-            for ended in self.reader.take_ended():
-                self._ended(ended, encode.read_time())
+            if self.reader.release_deleted():  # what those copies' streams hold is complete now
+                for ended in self.reader.take_ended():
+                    self._ended(ended, encode.read_time())
             self.next_poll = now + self.cfg.reader.poll_interval_s
         if self.held and self._spooling():
             self._spool_held()

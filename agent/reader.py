@@ -593,10 +593,11 @@ class Reader:
                 h = Head.of(head)
                 e.head_len, e.head_hash = h.length, h.hash
 
-    def release_deleted(self) -> None:
+    def release_deleted(self) -> bool:
         """Copies deleted while still open keep their disk space, on the jobs' disk: while
         reading is paused one more is held per rotation. Past reader.max_deleted_held_bytes
-        the oldest are closed, as logrotate meant, and what was not read of them is counted lost."""
+        the oldest are closed, as logrotate meant, and what was not read of them is counted
+        lost. True when it closed any."""
         held = []
         for src in self.sources.values():
             if src.live:  # a deleted live file is marked not live when its deletion is seen
@@ -605,11 +606,14 @@ class Reader:
             if st is not None and st.st_nlink == 0:
                 held.append((st.st_mtime, st.st_blocks * 512, src))
         total, limit = sum(h[1] for h in held), self.cfg.max_deleted_held_bytes
+        released = False
         for _, pinned, src in sorted(held, key=lambda h: h[0]):
             if total <= limit:
-                return
+                break
             total -= pinned
             self._let_go(src, pinned)
+            released = True
+        return released
 
     def _let_go(self, src: Source, pinned: int) -> None:
         entry = self.entries[src.fid]
