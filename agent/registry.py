@@ -362,7 +362,11 @@ class Journal:
         if self._fd is None or self._appended > max(COMPACT_MIN_BYTES, COMPACT_RATIO * self._snapshot):
             n, records = self._compact(entries, now)
             return Written(time.monotonic() - t0, n, records, True)
-        # One that came back (a file matched again) is an entry again, no longer retired.
+        # One that came back (a file matched again) is an entry again, no longer retired: in
+        # memory too, or a fid the disk holds as an entry would stay retired here.
+        for r in self._retiring:
+            if r.fid in entries:
+                self.retired.pop(r.fid, None)
         self._retiring = [r for r in self._retiring if r.fid not in entries]
         put, states = [], {}
         for fid, e in entries.items():
