@@ -153,7 +153,7 @@ def _heads_beside(path: str, jail: Jail) -> list[bytes] | None:
             continue
         except OSError:
             return None
-        head = jail.head(cand, identity.HEAD_BYTES, copy_of=path)
+        head = jail.head(cand, identity.MAX_HEAD, copy_of=path)
         if head is None:
             if os.path.lexists(cand):
                 return None  # unreadable, or a gzip still being written: look again later

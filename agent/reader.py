@@ -52,7 +52,9 @@ class Reader:
         self.clock = clock
         self.sources: dict[str, Source] = {}
         self.by_path: dict[str, str] = {}  # live path -> fid
-        self.empty: set[str] = set()  # live paths with no bytes yet: no identity until they have one
+        # Live paths with no identity yet (empty, or their first line not complete), by the size
+        # they had: looked at again once they grow.
+        self.empty: dict[str, int] = {}
         self.unreadable: dict[str, str] = {}  # path -> error, retried on every rescan
         self.failing: dict[str, str] = {}  # fid -> read error: retried on every rescan, never closed as drained
         self.refused: dict[str, str] = {}  # path -> why the jail refused it; looked at again on every rescan
@@ -108,11 +110,11 @@ class Reader:
         else:
             self._active = {f for f in self._active if f in self.sources and now - self.sources[f].last_data_at <= QUIET_S}
             self._look([self.sources[f] for f in self._active], now)
-        for path in list(self.empty):
+        for path, seen in list(self.empty.items()):
             try:
-                grown = os.stat(path).st_size > 0
+                grown = os.stat(path).st_size != seen
             except OSError:
-                self.empty.discard(path)
+                del self.empty[path]
                 continue
             if grown:
                 self.changed(path)
@@ -243,7 +245,7 @@ class Reader:
         try:
             fd = self.jail.open(path)
         except FileNotFoundError:
-            self.empty.discard(path)
+            self.empty.pop(path, None)
             self.refused.pop(path, None)
             return
         except Refused as e:
@@ -264,9 +266,9 @@ class Reader:
         self._readable(path)
         if entry is None:
             os.close(fd)
-            self.empty.add(path)
+            self.empty[path] = st.st_size
             return
-        self.empty.discard(path)
+        self.empty.pop(path, None)
         src = Source(entry.fid, path, True, fd, None, st.st_dev, st.st_ino, entry.offset, self.clock(), size=st.st_size)
         entry.path, entry.size, entry.gone = path, st.st_size, False
         entry.updated_at = time.time()
@@ -344,8 +346,8 @@ class Reader:
         for cand in rotation.plain_first(rotation.siblings(path)):
             if rotation.mtime(cand) < since:
                 continue
-            head = self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
-            if not head or rotation.begins_with_any(head, known):
+            head = identity.head_of(self.jail.head(cand, identity.MAX_HEAD, copy_of=path) or b"")
+            if not head or rotation.begins_with_any(head, known):  # no whole first line yet: looked at later
                 continue
             try:
                 st = os.stat(cand)
@@ -394,7 +396,7 @@ class Reader:
             return None
 
     def _head_of(self, path: str) -> Callable[[str], bytes | None]:
-        return lambda cand: self.jail.head(cand, identity.HEAD_BYTES, copy_of=path)
+        return lambda cand: self.jail.head(cand, identity.MAX_HEAD, copy_of=path)
 
     # -- more files than max_open_files ---------------------------------------------------
 

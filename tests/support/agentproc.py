@@ -52,11 +52,20 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         self._log = open(self.log_path, "ab")
+        self._log_from = self._log.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=self.cwd,
         )
         return self
+
+    def wait_started(self, timeout: float = 30) -> None:
+        """Until this run has logged its start: its signal handlers are in place."""
+        deadline = time.monotonic() + timeout
+        while b'"event":"start"' not in self.log_path.read_bytes()[self._log_from:]:
+            assert self.alive(), self.log()[-3000:]
+            assert time.monotonic() < deadline, f"the agent did not start in {timeout}s"
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM: the agent flushes and saves offsets."""
