@@ -23,7 +23,7 @@ from agent import identity, log, metrics, rotation
 from agent.config import ReaderConfig
 from agent.contain import Jail, Refused
 from agent.identity import Head
-from agent.registry import Entry
+from agent.registry import Entry, Retired
 from agent.source import GZIP_ERRORS, Source, open_copy
 
 
@@ -41,10 +41,10 @@ class Chunk:
 
 class Reader:
     def __init__(self, cfg: ReaderConfig, entries: dict[str, Entry], job_of: Callable[[str], str], jail: Jail,
-                 clock: Callable[[], float] = time.monotonic, retired: Mapping[str, object] = MappingProxyType({})):
+                 clock: Callable[[], float] = time.monotonic, retired: Mapping[str, Retired] = MappingProxyType({})):
         self.cfg = cfg
         # Identities of forgotten generations: a new file must not take one's fid (its lines
-        # would be refused as that generation's documents).
+        # would be refused as that generation's documents), and a copy of one is not new.
         self.retired = retired
         self.jail = jail
         self.entries = entries
@@ -342,7 +342,9 @@ class Reader:
         # Also back to the generation before: one that was still empty when its predecessor was
         # rotated, then filled and rotated before we looked again, is newer than that one only.
         since, self._since[path] = min(since, self._since.get(path, since)), since
+        # Forgotten generations too: one read and forgotten is never read again as new.
         known = rotation.known_heads(self.entries.values(), path)
+        known += [Head(r.head_len, r.head_hash) for r in self.retired.values()]
         for cand in rotation.plain_first(rotation.siblings(path)):
             if rotation.mtime(cand) < since:
                 continue

@@ -145,7 +145,34 @@ def test_a_new_file_never_takes_the_fid_of_a_forgotten_generation(tmp_path):
     fresh.start([str(f)])
     assert list(fresh.sources) == [fid]
     fresh.close_all()
-    reader = Reader(ReaderConfig(), {}, lambda p: "", _jail(tmp_path), retired={fid: object()})
+    head = identity.Head.of(b"first line\n")
+    gone = registry.Retired(fid, st.st_dev, st.st_ino, head.length, head.hash, 11, "", 0)
+    reader = Reader(ReaderConfig(), {}, lambda p: "", _jail(tmp_path), retired={fid: gone})
     reader.start([str(f)])
     assert len(reader.sources) == 1 and fid not in reader.sources
+    reader.close_all()
+
+
+def test_a_copy_of_a_forgotten_generation_is_not_read_again_as_new(tmp_path):
+    """Issue 25: a generation read, forgotten, and still on disk as a copy when the live file
+    is truncated again is not "a rotated copy never seen live": its lines would go twice."""
+    from agent.config import ReaderConfig
+    from agent.reader import Reader
+
+    f = tmp_path / "x.log"
+    old = b'{"source":"uaa","data":"old generation"}\n' * 3
+    (tmp_path / "x.log.2").write_bytes(old)
+    f.write_bytes(b'{"source":"uaa","data":"live"}\n')
+    head = identity.Head.of(identity.head_of(old))
+    gone = registry.Retired("old", 1, 2, head.length, head.hash, len(old), "", 0)
+    reader = Reader(ReaderConfig(), {}, lambda p: "", _jail(tmp_path), retired={"old": gone})
+    reader.start([str(f)])
+    [live] = reader.sources.values()
+    live.pos = f.stat().st_size  # read to its end
+    (tmp_path / "x.log.1").write_bytes(f.read_bytes())  # copytruncate
+    f.write_bytes(b'{"source":"uaa","data":"next"}\n')
+    t = time.time() + 5
+    os.utime(tmp_path / "x.log.2", (t, t))  # written after the copy: a candidate for "never seen live"
+    reader._truncated(live, 0.0)  # what a read that finds the file shorter does
+    assert sorted(s.reading_from or s.path for s in reader.sources.values()) == [str(f), str(f) + ".1"]
     reader.close_all()
