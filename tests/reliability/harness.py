@@ -33,17 +33,22 @@ from pathlib import Path
 from tests.support.agentproc import AgentProcess, all_messages, count, registry_entries, wait_caught_up, write_config
 
 LOGROTATE = "/usr/sbin/logrotate"
-LINE_RE = re.compile(rb"^([a-z_]+) seq=(\d{9}) ")
+LINE_RE = re.compile(rb"([a-z_]+) seq=(\d{9}) ")  # searched: a JSON-shaped line holds it after its opening
 FILLER = "x" * 70
 
 JOBS = ("gorouter", "cloud_controller_ng", "uaa")
 
 
-def line(job: str, n: int, varied: bool = False) -> bytes:
+def line(job: str, n: int, varied: bool = False, json_shaped: bool = False) -> bytes:
     """Line `n` of `job`, the same bytes every time it is asked for.
+
+    json_shaped: the line opens as gorouter's and lager's JSON do, so every line (and every
+    generation's first line) shares its first ~70 bytes.
 
     varied: lines of 80 B to 2 KB with one of 20 KB in every 997 (issue 12's load), of hex,
     which compresses only ~2x (real logs compress better), so a spool fills no slower than it would."""
+    if json_shaped:
+        return f'{{"source":"{job}","log_level":1,"data":{{"line":"{job} seq={n:09d} {FILLER}"}}}}\n'.encode()
     if not varied:
         return f"{job} seq={n:09d} {FILLER}\n".encode()
     rnd = random.Random(zlib.crc32(job.encode()) * 1_000_003 + n)
@@ -103,10 +108,11 @@ class Writer(threading.Thread):
     """
 
     def __init__(self, files: dict[str, Path], lines_per_s: int, keep_open: bool, delete_every_s: float = 0.0,
-                 varied: bool = False):
+                 varied: bool = False, json_jobs: frozenset[str] = frozenset()):
         super().__init__(daemon=True)
         self.files = files
         self.varied = varied
+        self.json_jobs = json_jobs
         self.lines_per_s = lines_per_s
         self.keep_open = keep_open
         self.delete_every_s = delete_every_s
@@ -127,7 +133,8 @@ class Writer(threading.Thread):
             raise self.error
 
     def write(self, job: str, n: int) -> None:
-        data = b"".join(line(job, i, self.varied) for i in range(self.next[job], self.next[job] + n))
+        shaped = job in self.json_jobs
+        data = b"".join(line(job, i, self.varied, shaped) for i in range(self.next[job], self.next[job] + n))
         if self.keep_open:
             fd = self._fds.get(job)
             if fd is None:
@@ -196,9 +203,10 @@ class Rotator(threading.Thread):
 
 class Scenario:
     def __init__(self, name: str, es, es_url: str, index: str, tmp: Path, *, jobs=JOBS, varied: bool = False,
-                 **agent_overrides):
+                 json_jobs: frozenset[str] = frozenset(), **agent_overrides):
         self.name, self.es, self.index, self.tmp = name, es, index, tmp
         self.varied = varied
+        self.json_jobs = json_jobs
         self.root = tmp / "sys" / "log"
         self.files = {}
         for job in jobs:
@@ -224,7 +232,7 @@ class Scenario:
         self.kills += 1
 
     def start_writer(self, lines_per_s: int = 400, keep_open: bool = True, delete_every_s: float = 0.0) -> Writer:
-        self.writer = Writer(self.files, lines_per_s, keep_open, delete_every_s, self.varied)
+        self.writer = Writer(self.files, lines_per_s, keep_open, delete_every_s, self.varied, self.json_jobs)
         # A first few lines, shipped before the load starts: the agent is up and reading every
         # file. (Content rotated away before the agent's very first start is not its to ship.)
         for job in self.files:
@@ -255,7 +263,7 @@ class Scenario:
     # -- checking ---------------------------------------------------------------------
 
     def line(self, job: str, n: int) -> bytes:
-        return line(job, n, self.varied)
+        return line(job, n, self.varied, job in self.json_jobs)
 
     def lines_on_disk(self) -> set[tuple[str, int]]:
         found = set()
@@ -263,7 +271,7 @@ class Scenario:
             for p in (self.root / job).iterdir():
                 data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
                 for ln in data.split(b"\n")[:-1]:  # a last line without newline is not complete
-                    m = LINE_RE.match(ln)
+                    m = LINE_RE.search(ln)
                     if m:
                         found.add((m.group(1).decode(), int(m.group(2))))
         return found
@@ -274,7 +282,7 @@ class Scenario:
         archive = self.tmp / "archive"
         for p in archive.iterdir() if archive.is_dir() else ():
             for ln in p.read_bytes().split(b"\n")[:-1]:
-                m = LINE_RE.match(ln)
+                m = LINE_RE.search(ln)
                 if m:
                     found.add((m.group(1).decode(), int(m.group(2))))
         return found
@@ -291,7 +299,7 @@ class Scenario:
         self.last_docs = docs
         for doc in docs:
             msg = doc["message"].encode()
-            m = LINE_RE.match(msg)
+            m = LINE_RE.search(msg)
             if m and msg + b"\n" == self.line(m.group(1).decode(), int(m.group(2))):
                 seen[(m.group(1).decode(), int(m.group(2)))] += 1
             else:
