@@ -153,6 +153,22 @@ class Reader:
                 copy = self._resume_orphan(entry)
                 if copy is not None:
                     self._unseen_copies(entry.path, rotation.mtime(copy.reading_from))
+        # Generations that came and went while the agent was stopped after one it had finished
+        # (no orphan to start from: its entry gone, the next one's never saved): from the newest
+        # generation it knows on, every path it knows.
+        for path in {e.path for e in self.entries.values()}:
+            self._unseen_copies(path, self._newest_known(path))
+
+    def _newest_known(self, path: str) -> float:
+        """When the newest generation of `path` the registry knows was last written: its copy's
+        mtime, or when the agent last saw any of them if no copy of one is left."""
+        known = rotation.known_heads(self.entries.values(), path)
+        newest = max((e.updated_at for e in self.entries.values() if e.path == path), default=0.0)
+        for cand in rotation.siblings(path):
+            head = self.jail.head(cand, identity.MAX_HEAD, copy_of=path)
+            if head and rotation.begins_with_any(head, known):
+                newest = max(newest, rotation.mtime(cand))
+        return newest
 
     def sync(self, paths: list[str]) -> None:
         """A full rescan: every matching path, plus a look at every open file: its size and its

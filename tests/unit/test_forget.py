@@ -176,3 +176,30 @@ def test_a_copy_of_a_forgotten_generation_is_not_read_again_as_new(tmp_path):
     reader._truncated(live, 0.0)  # what a read that finds the file shorter does
     assert sorted(s.reading_from or s.path for s in reader.sources.values()) == [str(f), str(f) + ".1"]
     reader.close_all()
+
+
+def test_a_generation_never_seen_after_one_finished_is_read_at_start(tmp_path):
+    """Issue 25 (rename storm): the agent finished generation A (gone) and was killed before it
+    saved B, the next one; B was rotated away and C created while it was stopped. No orphan
+    leads to B, yet B is read, from its start; A is not read again."""
+    from agent.config import ReaderConfig
+    from agent.reader import Reader
+
+    f = tmp_path / "x.log"
+    a, b = b'{"source":"cc","data":"A"}\n' * 3, b'{"source":"cc","data":"B"}\n' * 3
+    with gzip.open(tmp_path / "x.log.2.gz", "wb") as g:
+        g.write(a)
+    head = identity.Head.of(identity.head_of(a))
+    st = (tmp_path / "x.log.2.gz").stat()
+    entries = {"A": Entry("A", str(f), st.st_dev, 1, head.length, head.hash, offset=len(a), size=len(a),
+                          updated_at=st.st_mtime - 1, gone=True)}
+    with gzip.open(tmp_path / "x.log.1.gz", "wb") as g:
+        g.write(b)
+    t = st.st_mtime + 2
+    os.utime(tmp_path / "x.log.1.gz", (t, t))
+    f.write_bytes(b'{"source":"cc","data":"C"}\n')
+    reader = Reader(ReaderConfig(), entries, lambda p: "", _jail(tmp_path))
+    reader.start([str(f)])
+    assert sorted(s.reading_from or s.path for s in reader.sources.values()) == [str(f), str(f) + ".1.gz"]
+    assert all(s.pos == 0 for s in reader.sources.values())
+    reader.close_all()
