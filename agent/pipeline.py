@@ -98,7 +98,7 @@ def _read_agent_id(path: str) -> str:
         if e.errno == errno.ELOOP:
             raise ValueError("a symbolic link") from None
         raise
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
@@ -106,7 +106,9 @@ def _read_agent_id(path: str) -> str:
             raise ValueError(f"owned by uid {st.st_uid}, not the agent's {os.geteuid()}")
         if st.st_size > AGENT_ID_MAX_BYTES:
             raise ValueError(f"{st.st_size} bytes, more than an id")
-        text = f.read(AGENT_ID_MAX_BYTES + 1).strip()
+        text = os.read(fd, AGENT_ID_MAX_BYTES + 1).strip()
+    finally:
+        os.close(fd)
     if not AGENT_ID_RE.fullmatch(text.decode("ascii", "replace")):
         raise ValueError("not an agent id (a UUID)")
     return text.decode()
