@@ -9,9 +9,13 @@ encoder, the batch.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
+import re
+import shutil
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -64,16 +68,63 @@ def tune_malloc() -> None:
         pass  # not glibc: nothing to tune
 
 
+AGENT_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+AGENT_ID_MAX_BYTES = 64
+# A link, FIFO or device in its place is opened as itself (refused by fstat), never followed or waited on.
+_ID_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
 def agent_id(state_dir: str) -> str:
+    """This agent's id, shipped in every document: what `<state_dir>/agent-id` holds if it is
+    the agent's own regular file holding an id, else a fresh one written in its place. The
+    agent reads with CAP_DAC_READ_SEARCH, so a link there would ship any file of the VM."""
     path = os.path.join(state_dir, "agent-id")
     try:
-        with open(path) as f:
-            return f.read().strip()
+        return _read_agent_id(path)
     except FileNotFoundError:
-        aid = str(uuid.uuid4())
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(aid)
-        return aid
+        pass
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else str(e)
+        log.warn("agent_id_replaced", f"{path} refused ({reason}): replaced with a fresh id", path=path,
+                 hint="documents from this VM now carry a new agent.id; check who can write state_dir")
+    return _write_agent_id(path)
+
+
+def _read_agent_id(path: str) -> str:
+    """The id in `path`; ValueError saying why when it is not one the agent wrote."""
+    try:
+        fd = os.open(path, _ID_OPEN)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError("a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_uid != os.geteuid():
+            raise ValueError(f"owned by uid {st.st_uid}, not the agent's {os.geteuid()}")
+        if st.st_size > AGENT_ID_MAX_BYTES:
+            raise ValueError(f"{st.st_size} bytes, more than an id")
+        text = os.read(fd, AGENT_ID_MAX_BYTES + 1).strip()
+    finally:
+        os.close(fd)
+    if not AGENT_ID_RE.fullmatch(text.decode("ascii", "replace")):
+        raise ValueError("not an agent id (a UUID)")
+    return text.decode()
+
+
+def _write_agent_id(path: str) -> str:
+    aid = str(uuid.uuid4())
+    try:
+        os.unlink(path)  # whatever was refused in its place: the link itself, not its target
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        shutil.rmtree(path)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w") as f:
+        f.write(aid)
+    return aid
 
 
 @dataclass

@@ -7,8 +7,6 @@ import os
 import pwd
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -52,39 +50,44 @@ def _user_log_dir(path: Path) -> Path:
     return path
 
 
-def _drain_env(pidfile: Path, log_dir: Path) -> dict:
+def _fake_package(pkg: Path, body: str) -> Path:
+    """A log-shipper package whose bin/log-shipper is `body`, run by the package's bin/python
+    (here bash) through its shebang: the agent's exe and command line, as drain and ctl check them."""
+    (pkg / "bin").mkdir(parents=True)
+    (pkg / "bin/python").symlink_to("/bin/bash")
+    write_script(pkg / "bin/log-shipper", f"#!{pkg}/bin/python\n{body}")
+    return pkg
+
+
+def _drain_env(pidfile: Path, log_dir: Path, pkg: Path) -> dict:
     return dict(os.environ, LOG_SHIPPER_PIDFILE=str(pidfile), LOG_SHIPPER_LOG_DIR=str(_user_log_dir(log_dir)),
-                LOG_SHIPPER_USER="nobody")
+                LOG_SHIPPER_USER="nobody", LOG_SHIPPER_PACKAGE_DIR=str(pkg))
 
 
-def _spawn_flusher(tmp_path: Path, flush_s: float) -> subprocess.Popen:
-    """A real process that, like the agent, takes flush_s to finish after SIGTERM."""
-    code = textwrap.dedent(f"""
-        import signal, sys, time
-        def term(*_):
-            time.sleep({flush_s})
-            open({str(tmp_path / "flushed")!r}, "w").write("yes")
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, term)
-        open({str(tmp_path / "ready")!r}, "w").close()
-        while True:
-            time.sleep(0.05)
-    """)
+def _spawn_flusher(tmp_path: Path, flush_s: float) -> tuple[subprocess.Popen, Path]:
+    """The agent's stand-in, run from a package as the agent's user ("nobody"): a real process
+    that, like the agent, takes flush_s to finish after SIGTERM. Its package and the process."""
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    _open_to_user(tmp_path)
+    pkg = _fake_package(tmp_path / "pkg", f"""
+trap 'sleep {flush_s}; echo yes >{out}/flushed; exit 0' TERM
+touch {out}/ready
+while :; do sleep 0.05; done
+""")
     # Not reaped until the test is done: drain must tell an exited (zombie) agent from a live one.
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "ready").exists():
-        assert time.monotonic() < deadline, "flusher did not start"
-        time.sleep(0.05)
-    return proc
+    proc = subprocess.Popen([str(pkg / "bin/log-shipper"), "run"], user="nobody", group="nogroup", extra_groups=[])
+    _wait_for(out / "ready", "flusher did not start")
+    return proc, pkg
 
 
 def test_drain_terms_the_agent_waits_for_its_flush_and_prints_only_zero(tmp_path):
-    proc = _spawn_flusher(tmp_path, flush_s=1.0)
+    proc, pkg = _spawn_flusher(tmp_path, flush_s=1.0)
     pidfile = tmp_path / "log-shipper.pid"
     pidfile.write_text(f"{proc.pid}\n")
     drain = write_script(tmp_path / "drain", render("drain.erb", HOSTS))
-    env = _drain_env(pidfile, tmp_path / "log")
+    env = _drain_env(pidfile, tmp_path / "log", pkg)
 
     started = time.monotonic()
     result = subprocess.run([str(drain)], capture_output=True, text=True, env=env, timeout=30)
@@ -93,19 +96,19 @@ def test_drain_terms_the_agent_waits_for_its_flush_and_prints_only_zero(tmp_path
     assert result.returncode == 0
     assert result.stdout == "0\n"  # the drain protocol: one integer, nothing else
     assert elapsed >= 1.0, "drain returned before the agent had flushed"
-    assert (tmp_path / "flushed").read_text() == "yes"
+    assert (tmp_path / "out/flushed").read_text() == "yes\n"
     assert proc.poll() is not None
     assert "exited after" in (tmp_path / "log" / "drain.log").read_text()
 
 
 def test_drain_gives_up_after_its_timeout_and_still_prints_zero(tmp_path):
-    proc = _spawn_flusher(tmp_path, flush_s=30)
+    proc, pkg = _spawn_flusher(tmp_path, flush_s=30)
     try:
         pidfile = tmp_path / "pid"
         pidfile.write_text(str(proc.pid))
         props = {"log_shipper": {**HOSTS["log_shipper"], "drain_timeout_s": 1}}
         drain = write_script(tmp_path / "drain", render("drain.erb", props))
-        env = _drain_env(pidfile, tmp_path / "log")
+        env = _drain_env(pidfile, tmp_path / "log", pkg)
         started = time.monotonic()
         result = subprocess.run([str(drain)], capture_output=True, text=True, env=env, timeout=30)
         assert result.stdout == "0\n"
@@ -117,14 +120,14 @@ def test_drain_gives_up_after_its_timeout_and_still_prints_zero(tmp_path):
 
 def test_drain_with_no_agent_running_prints_zero(tmp_path):
     drain = write_script(tmp_path / "drain", render("drain.erb", HOSTS))
-    env = _drain_env(tmp_path / "absent.pid", tmp_path / "log")
+    env = _drain_env(tmp_path / "absent.pid", tmp_path / "log", tmp_path / "pkg")
     result = subprocess.run([str(drain)], capture_output=True, text=True, env=env, timeout=30)
     assert (result.returncode, result.stdout) == (0, "0\n")
 
 
-# The stand-in for bin/log-shipper: records who it runs as and what it can do, then
-# waits for SIGTERM like the agent. What is tested is ctl's setpriv/cap setup around it.
-PROBE = """#!/bin/bash
+# The stand-in for the package's bin/log-shipper: records who it runs as and what it can do,
+# then waits for SIGTERM like the agent. What is tested is ctl's setpriv/cap setup around it.
+PROBE = """
 out="$VCAP_ROOT/data/log-shipper"
 echo $$ >"$out/pid"
 id -u >"$out/uid"
@@ -147,7 +150,10 @@ def _vcap_tree(tmp_path: Path) -> tuple[Path, Path, dict]:
     (other / "secret.log").write_text("only root may read this\n")
     (other / "secret.log").chmod(0o600)
     other.chmod(0o700)
-    write_script(vcap / "jobs/log-shipper/bin/log-shipper", PROBE)
+    _fake_package(vcap / "packages/log-shipper", PROBE)
+    # The job's wrapper, as bin/log-shipper execs the package's (nice and the venv aside).
+    write_script(vcap / "jobs/log-shipper/bin/log-shipper",
+                 '#!/bin/bash\nexec "$VCAP_ROOT/packages/log-shipper/bin/log-shipper" "$@"\n')
     ctl = write_script(tmp_path / "ctl", render("ctl.erb", HOSTS))
     env = dict(os.environ, VCAP_ROOT=str(vcap), LOG_SHIPPER_USER="nobody",
                LOG_SHIPPER_CGROUP_ROOT=str(tmp_path / "no-cgroupfs"))
@@ -272,7 +278,8 @@ def test_root_side_scripts_write_through_no_link_the_agents_user_planted(tmp_pat
         _as_nobody("ln", "-s", str(targets["drain.log"]), str(log_dir / "drain.log"))
         drain = write_script(tmp_path / "drain", render("drain.erb", HOSTS))
         result = subprocess.run([str(drain)], capture_output=True, text=True, timeout=30,
-                                env=_drain_env(vcap / "sys/run/log-shipper/log-shipper.pid", log_dir))
+                                env=_drain_env(vcap / "sys/run/log-shipper/log-shipper.pid", log_dir,
+                                               vcap / "packages/log-shipper"))
         assert (result.returncode, result.stdout) == (0, "0\n")
 
         for name, t in targets.items():
@@ -298,3 +305,91 @@ def test_ctl_refuses_a_link_where_its_own_directory_belongs(tmp_path):
     assert "refusing" in result.stderr and "symbolic link" in result.stderr
     assert (victim.stat().st_uid, victim.stat().st_mode & 0o777) == (0, 0o700)
     assert not (vcap / "sys/run/log-shipper/log-shipper.pid").exists()
+
+
+JOB_UID = 64123  # a job's user (vcap on a VM), not the agent's: no name needed for setpriv
+
+
+def _as_job(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", f"--reuid={JOB_UID}", f"--regid={JOB_UID}", "--clear-groups", "--", *argv],
+                          check=True, capture_output=True, text=True, timeout=30)
+
+
+def _run_dir_as_bosh_agent_makes_it(vcap: Path) -> Path:
+    """/var/vcap/sys/run/log-shipper as bosh-agent leaves it: root:vcap 0770, a job's to write."""
+    run = vcap / "sys/run/log-shipper"
+    run.mkdir(parents=True)
+    os.chown(run, 0, JOB_UID)
+    run.chmod(0o770)
+    return run
+
+
+def _spawn_victim(tmp_path: Path) -> subprocess.Popen:
+    """Another job's live process (root's here), which records any signal it gets."""
+    got = tmp_path / "victim-signals"
+    proc = subprocess.Popen(["bash", "-c", f"trap 'echo TERM >>{got}' TERM; touch {got}; while :; do sleep 0.1; done"])
+    _wait_for(got, "victim did not start")
+    return proc
+
+
+def test_ctl_writes_through_no_pidfile_link_and_trusts_no_planted_pid(tmp_path):
+    """Issue 31, finding 1: root's ctl writes the pidfile in a directory a job can write, and
+    believes and signals the pid it finds there."""
+    vcap, ctl, env = _vcap_tree(tmp_path)
+    run = _run_dir_as_bosh_agent_makes_it(vcap)
+    pidfile, state = run / "log-shipper.pid", vcap / "data/log-shipper"
+    guarded = tmp_path / "shadow"  # any root file, e.g. /etc/shadow
+    guarded.write_text("root:$6$hash:19000:0:99999:7:::\n")
+    guarded.chmod(0o640)
+    victim = _spawn_victim(tmp_path)
+    agents: list[int] = []
+    try:
+        # A link to a root file: root must not write the agent's pid through it.
+        _as_job("ln", "-s", str(guarded), str(pidfile))
+        assert _ctl(ctl, env, "start").returncode == 0
+        _wait_for(state / "args", "the agent stand-in never ran")
+        agents.append(int(pidfile.read_text()))
+        assert guarded.read_text() == "root:$6$hash:19000:0:99999:7:::\n" and guarded.stat().st_uid == 0
+        assert not pidfile.is_symlink() and (pidfile.stat().st_uid, pidfile.stat().st_nlink) == (0, 1)
+        assert (run.stat().st_uid, run.stat().st_gid, run.stat().st_mode & 0o777) == (0, 0, 0o755)
+        assert agents[0] == int((state / "pid").read_text()) and _alive(agents[0])
+        ctl_log = vcap / "sys/log/log-shipper/ctl.log"
+        assert f"removed {pidfile}: not a pidfile ctl wrote" in ctl_log.read_text()
+        # The job can no longer plant anything there.
+        with pytest.raises(subprocess.CalledProcessError):
+            _as_job("sh", "-c", f"echo {victim.pid} >{run}/planted")
+        assert _ctl(ctl, env, "stop").returncode == 0
+        assert not _alive(agents[0])
+
+        # A planted live pid: the job's own file, then root's stale pidfile whose pid now names
+        # another process. Neither makes start say "already running"; stop signals neither.
+        for owner in (JOB_UID, 0):
+            (state / "args").unlink()
+            run.chmod(0o777)
+            pidfile.write_text(f"{victim.pid}\n")
+            os.chown(pidfile, owner, owner)
+            stop = _ctl(ctl, env, "stop")
+            assert stop.returncode == 0 and _alive(victim.pid), stop.stderr
+            assert _ctl(ctl, env, "start").returncode == 0
+            _wait_for(state / "args", f"the agent did not start past a planted pid (owner {owner})")
+            agents.append(int(pidfile.read_text()))
+            assert agents[-1] == int((state / "pid").read_text()) != victim.pid
+            assert "already running" not in ctl_log.read_text()
+            assert _ctl(ctl, env, "stop").returncode == 0
+            assert not _alive(agents[-1])
+        assert f"names pid {victim.pid}, which is not the agent: ignored, not signalled" in ctl_log.read_text()
+
+        # drain, given a pidfile that names the victim, does not signal it either.
+        pidfile.write_text(f"{victim.pid}\n")
+        log_dir = vcap / "sys/log/log-shipper"
+        drain = write_script(tmp_path / "drain", render("drain.erb", HOSTS))
+        result = subprocess.run([str(drain)], capture_output=True, text=True, timeout=30,
+                                env=_drain_env(pidfile, log_dir, vcap / "packages/log-shipper"))
+        assert (result.returncode, result.stdout) == (0, "0\n")
+        assert f"names pid {victim.pid}, which is not the agent: not signalled" in (log_dir / "drain.log").read_text()
+        assert _alive(victim.pid) and (tmp_path / "victim-signals").read_text() == ""
+    finally:
+        victim.kill()
+        for p in agents:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

@@ -256,14 +256,17 @@ def test_bpm_rejects_a_malformed_memory_limit():
         render("bpm.yml.erb", props(limits={"memory": "lots"}))
 
 
-@pytest.mark.parametrize("use_bpm, start", [
-    (True, "/var/vcap/jobs/bpm/bin/bpm start log-shipper"),
-    (False, "/var/vcap/jobs/log-shipper/bin/ctl start"),
+@pytest.mark.parametrize("use_bpm, start, user", [
+    (True, "/var/vcap/jobs/bpm/bin/bpm start log-shipper", "vcap"),
+    (False, "/var/vcap/jobs/log-shipper/bin/ctl start", "log-shipper"),
 ])
-def test_monit_uses_bpm_or_ctl(use_bpm, start):
+def test_monit_uses_bpm_or_ctl(use_bpm, start, user):
     monit = render("monit", props(use_bpm=use_bpm))
     assert f'start program "{start}"' in monit
     assert monit.count("check process log-shipper") == 1
     pidfile = re.search(r"with pidfile (\S+)", monit).group(1)
     drain = render("drain.erb", props(use_bpm=use_bpm))
     assert pidfile in drain, "drain must signal the process monit watches"
+    # drain signals only a process of the user the agent runs as: bpm's vcap, or ctl's own user.
+    assert f'run_as="${{LOG_SHIPPER_USER:-{user}}}"' in drain
+    assert f"user={user}" in render("pre-start.erb", props(use_bpm=use_bpm))

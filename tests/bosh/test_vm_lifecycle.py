@@ -244,14 +244,41 @@ def proc_status(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
 
 
-def assert_least_privilege(pid: int, vcap_uid: int) -> None:
+def assert_least_privilege(pid: int, vm: VM) -> None:
+    """The agent runs as its own user (not vcap, the jobs' user), in its own group only, with
+    CAP_DAC_READ_SEARCH alone."""
     st = proc_status(pid)
-    assert st["Uid"].split() == [str(vcap_uid)] * 4, st["Uid"]
-    assert st["Gid"].split() == [str(vcap_uid)] * 4, st["Gid"]
+    uid = vm.uid("log-shipper")
+    assert uid != vm.vcap_uid
+    gid = int(vm.sh("id -g log-shipper").stdout)
+    assert st["Uid"].split() == [str(uid)] * 4, st["Uid"]
+    assert st["Gid"].split() == [str(gid)] * 4, st["Gid"]
+    assert st["Groups"].split() in ([], [str(gid)]), st["Groups"]
     assert int(st["CapEff"], 16) == DAC_READ_SEARCH, st["CapEff"]
     assert int(st["CapPrm"], 16) == DAC_READ_SEARCH, st["CapPrm"]
     assert int(st["CapBnd"], 16) == DAC_READ_SEARCH, st["CapBnd"]
     assert st["NoNewPrivs"].strip() == "1"
+
+
+def assert_out_of_a_jobs_reach(vm: VM, pid: int) -> None:
+    """A job's user (vcap) can neither signal the agent nor write its state, run or log directory."""
+    uid = vm.uid("log-shipper")
+    for d, mode in (("/var/vcap/data/log-shipper", 0o700), (f"{LOG}/log-shipper", 0o750),
+                    ("/var/vcap/data/sys/run/log-shipper", 0o755)):
+        st = vm.path(d).stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (0 if "/run/" in d else uid, mode), d
+    agent_id = vm.path("/var/vcap/data/log-shipper/agent-id")
+    deadline = time.monotonic() + 30
+    while not agent_id.exists():  # written once the agent has loaded its config
+        assert time.monotonic() < deadline, "the agent wrote no agent-id"
+        time.sleep(0.2)
+    assert agent_id.stat().st_uid == uid
+    as_vcap = "setpriv --reuid=vcap --regid=vcap --clear-groups --"
+    for cmd in (f"kill -TERM {pid}", "touch /var/vcap/data/sys/run/log-shipper/x",
+                f"ln -s /etc/shadow {LOG}/log-shipper/planted.log", "ls /var/vcap/data/log-shipper"):
+        result = vm.sh(f"{as_vcap} {cmd}", check=False)
+        assert result.returncode != 0, f"vcap could: {cmd}"
+    assert Path(f"/proc/{pid}").exists()
 
 
 def _upgrade_wheels(release: Release, out: Path) -> Path:
@@ -315,12 +342,27 @@ def test_job_lifecycle_under_monit_ships_every_line_once(releases, es_node, es, 
             writer.write(j, 20)
         writer.start()
 
+        # What an earlier version, which ran the agent as vcap, left: its id and its own log.
+        old_id = "0f6b3c1e-5a47-4c2d-9e3b-7d1a2b3c4d5e"
+        vm.sh(f"""
+            install -d -o vcap -g vcap -m 0750 /var/vcap/data/log-shipper {LOG}/log-shipper
+            printf %s {old_id} >/var/vcap/data/log-shipper/agent-id
+            echo '{{"event": "old"}}' >{LOG}/log-shipper/log-shipper.stderr.log
+            chown vcap:vcap /var/vcap/data/log-shipper/agent-id {LOG}/log-shipper/log-shipper.stderr.log
+        """)
+
         # Deploy: pre-start, then monit starts the job.
         pre = vm.run("/var/vcap/jobs/log-shipper/bin/pre-start")
         assert "config ok" in pre.stdout, pre.stdout + pre.stderr
+        assert "created system user log-shipper" in pre.stdout, pre.stdout
         host.monit("start", "all")
         pid = host.wait_running()
-        assert_least_privilege(pid, vm.vcap_uid)
+        assert_least_privilege(pid, vm)
+        assert_out_of_a_jobs_reach(vm, pid)
+        # pre-start handed the old state to the agent's user: the same id, the same log.
+        assert vm.path("/var/vcap/data/log-shipper/agent-id").read_text() == old_id
+        # ctl's own lines reach the agent's log dir (as the agent's user, through the capability).
+        assert "memory and CPU not capped" in vm.path(f"{LOG}/log-shipper/log-shipper.stdout.log").read_text()
         # The agent came from the compiled package (a venv on the stand-in python-3.11).
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert b"/var/vcap/packages/log-shipper/bin/log-shipper" in cmdline, cmdline
@@ -332,7 +374,7 @@ def test_job_lifecycle_under_monit_ships_every_line_once(releases, es_node, es, 
         # A crash: monit notices within a cycle and starts the job again.
         os.kill(pid, signal.SIGKILL)
         pid2 = host.wait_running(not_pid=pid)
-        assert_least_privilege(pid2, vm.vcap_uid)
+        assert_least_privilege(pid2, vm)
         time.sleep(2)
         host.logrotate()
         time.sleep(2)
@@ -358,10 +400,10 @@ def test_job_lifecycle_under_monit_ships_every_line_once(releases, es_node, es, 
         version = vm.run("/var/vcap/jobs/log-shipper/bin/log-shipper", "--version").stdout
         assert UPGRADE_VERSION in version
 
-        vm.run("/var/vcap/jobs/log-shipper/bin/pre-start")
+        assert "created" not in vm.run("/var/vcap/jobs/log-shipper/bin/pre-start").stdout
         host.monit("start", "all")
         pid3 = host.wait_running(not_pid=pid2)
-        assert_least_privilege(pid3, vm.vcap_uid)
+        assert_least_privilege(pid3, vm)
         time.sleep(3)
 
         writer.stop()

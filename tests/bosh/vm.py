@@ -3,7 +3,8 @@ none of it. Used by the VM lifecycle test to drive the job the way the BOSH agen
 
 The namespace is held by one `sleep` process made with `unshare --mount` (private
 propagation). Inside it, /var is a tmpfs carrying bind mounts of the host's /var entries
-plus /var/vcap; /etc/passwd and /etc/group are bind-mounted copies with a vcap user; the
+plus /var/vcap; /etc is a bind-mounted copy with a vcap user (so the job's pre-start may add
+its own user with useradd, which replaces /etc/passwd by rename, without touching the host's); the
 cgroup tree is hidden behind an empty tmpfs, so bin/ctl cannot create a cgroup on the host.
 Commands run in it through `nsenter`; the test reads and writes its files through
 /proc/<holder>/root, which resolves paths in the namespace's mounts.
@@ -32,14 +33,12 @@ for e in /var/* /var/.[!.]*; do
   elif [ -d "$e" ]; then mkdir "$stage/$n" && mount --rbind "$e" "$stage/$n"
   else touch "$stage/$n" && mount --bind "$e" "$stage/$n"; fi
 done
-mkdir -p "$stage/vcap/bosh/etc"
-cp /etc/passwd "$stage/vcap/bosh/etc/passwd"
-cp /etc/group "$stage/vcap/bosh/etc/group"
-echo "vcap:x:$uid:$uid:BOSH vcap:/var/vcap:/bin/bash" >>"$stage/vcap/bosh/etc/passwd"
-echo "vcap:x:$uid:" >>"$stage/vcap/bosh/etc/group"
+mkdir -p "$stage/vcap/bosh"
+cp -a /etc "$stage/vcap/bosh/vm-etc"
+echo "vcap:x:$uid:$uid:BOSH vcap:/var/vcap:/bin/bash" >>"$stage/vcap/bosh/vm-etc/passwd"
+echo "vcap:x:$uid:" >>"$stage/vcap/bosh/vm-etc/group"
 mount --move "$stage" /var
-mount --bind /var/vcap/bosh/etc/passwd /etc/passwd
-mount --bind /var/vcap/bosh/etc/group /etc/group
+mount --bind /var/vcap/bosh/vm-etc /etc
 mount -t tmpfs -o mode=0755 vm-no-cgroups /sys/fs/cgroup
 """
 
@@ -72,6 +71,14 @@ class VM:
 
     def sh(self, script: str, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.run("bash", "-c", textwrap.dedent(script), "vm-sh", *args, **kw)
+
+    def uid(self, user: str) -> int:
+        """A user's uid in the VM's /etc/passwd."""
+        for line in self.path("/etc/passwd").read_text().splitlines():
+            name, _, uid, *_ = line.split(":")
+            if name == user:
+                return int(uid)
+        raise AssertionError(f"no user {user} in the VM")
 
     def path(self, p: str) -> Path:
         """A path of the VM as seen from the host (through the namespace's mounts). An absolute

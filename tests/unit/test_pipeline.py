@@ -92,6 +92,21 @@ def test_state_dir_and_the_files_the_agent_writes_are_its_own(tmp_path):
         assert (state / name).stat().st_mode & 0o777 == 0o600, name
 
 
+@pytest.mark.parametrize("plant, reason", [
+    (lambda p: p.write_text('{"agent_settings": "SECRET"}'), "not an agent id"),
+    (lambda p: p.write_text("0" * 65), "more than an id"),
+    (lambda p: p.mkdir(), "not a regular file"),
+])
+def test_agent_id_not_a_uuid_of_its_own_is_replaced_and_said(tmp_path, capsys, plant, reason):
+    plant(tmp_path / "agent-id")
+    aid = pipeline.agent_id(str(tmp_path))
+    assert pipeline.AGENT_ID_RE.fullmatch(aid) and (tmp_path / "agent-id").read_text() == aid
+    event = orjson.loads(capsys.readouterr().err)
+    assert (event["event"], event["path"]) == ("agent_id_replaced", str(tmp_path / "agent-id"))
+    assert reason in event["msg"]
+    assert pipeline.agent_id(str(tmp_path)) == aid and capsys.readouterr().err == ""
+
+
 def test_writes_are_found_by_polling_sizes_quiet_files_less_often(tmp_path):
     """File events carry no writes (discover.WATCHED): the loop polls open files' sizes."""
     from agent import discover
