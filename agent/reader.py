@@ -159,16 +159,14 @@ class Reader:
         for path in {e.path for e in self.entries.values()}:
             self._unseen_copies(path, self._newest_known(path))
 
-    def _newest_known(self, path: str) -> float:
-        """When the newest generation of `path` the registry knows was last written: its copy's
-        mtime, or when the agent last saw any of them if no copy of one is left."""
-        known = rotation.known_heads(self.entries.values(), path)
-        newest = max((e.updated_at for e in self.entries.values() if e.path == path), default=0.0)
-        for cand in rotation.siblings(path):
-            head = self.jail.head(cand, identity.MAX_HEAD, copy_of=path)
-            if head and rotation.begins_with_any(head, known):
-                newest = max(newest, rotation.mtime(cand))
-        return newest
+    def _newest_known(self, path: str, but: str = "") -> float:
+        """When the newest generation of `path` known (other than fid `but`) was last written:
+        its copy's mtime, or when the agent last saw one if no copy of one is left."""
+        others = [e for e in self.entries.values() if e.path == path and e.fid != but]
+        known = rotation.known_heads(others, path)
+        copies = [rotation.mtime(cand) for cand in rotation.siblings(path)
+                  if rotation.begins_with_any(self.jail.head(cand, identity.MAX_HEAD, copy_of=path) or b"", known)]
+        return max(copies) if copies else max((e.updated_at for e in others), default=0.0)
 
     def sync(self, paths: list[str]) -> None:
         """A full rescan: every matching path, plus a look at every open file: its size and its
@@ -271,6 +269,7 @@ class Reader:
             self._unreadable(path, e)
             return
         self.refused.pop(path, None)
+        seen = len(self.entries)
         try:
             st = os.fstat(fd)
             head = identity.read_head(fd)
@@ -292,6 +291,10 @@ class Reader:
         self.by_path[path] = entry.fid
         self._due.add(entry.fid)
         self._active.add(entry.fid)
+        if len(self.entries) > seen and any(e.path == path and e.fid != entry.fid for e in self.entries.values()):
+            # A new generation at a known path: ones before it may have come and gone between
+            # two looks (rename rotation faster than the agent, or while it was starting).
+            self._unseen_copies(path, self._newest_known(path, but=entry.fid))
 
     def _match(self, path: str, fd: int, st: os.stat_result, head: bytes) -> Entry:
         """The registry entry this file continues, or a new one from offset 0."""

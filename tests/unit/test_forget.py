@@ -203,3 +203,25 @@ def test_a_generation_never_seen_after_one_finished_is_read_at_start(tmp_path):
     assert sorted(s.reading_from or s.path for s in reader.sources.values()) == [str(f), str(f) + ".1.gz"]
     assert all(s.pos == 0 for s in reader.sources.values())
     reader.close_all()
+
+
+def test_a_generation_renamed_away_between_two_looks_is_read(tmp_path):
+    """Issue 25 (rename storm): while the agent reads B, B is renamed away, C created, written
+    and renamed too, D created; the agent then sees only x.log's new inode. C, in x.log.1, is
+    read from its start, B drained from its descriptor, D read as new."""
+    from agent.config import ReaderConfig
+    from agent.reader import Reader
+
+    f = tmp_path / "x.log"
+    f.write_bytes(b'{"source":"cc","data":"B"}\n' * 3)
+    reader = Reader(ReaderConfig(), {}, lambda p: "", _jail(tmp_path))
+    reader.start([str(f)])
+    os.rename(f, tmp_path / "x.log.2")
+    (tmp_path / "x.log.1").write_bytes(b'{"source":"cc","data":"C"}\n' * 3)
+    t = (tmp_path / "x.log.2").stat().st_mtime + 1
+    os.utime(tmp_path / "x.log.1", (t, t))
+    f.write_bytes(b'{"source":"cc","data":"D"}\n')
+    reader.changed(str(f))
+    reading = sorted((s.reading_from or s.path, s.pos, s.live) for s in reader.sources.values())
+    assert reading == [(str(f), 0, False), (str(f), 0, True), (str(f) + ".1", 0, False)]
+    reader.close_all()
