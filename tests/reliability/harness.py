@@ -289,6 +289,7 @@ class Scenario:
             return seen, 0
         docs = all_messages(self.es, self.index, ["message", "log.offset", "log.file.path"])
         self.last_docs = docs
+        self.garbled_sample = []
         for doc in docs:
             msg = doc["message"].encode()
             m = LINE_RE.match(msg)
@@ -296,6 +297,9 @@ class Scenario:
                 seen[(m.group(1).decode(), int(m.group(2)))] += 1
             else:
                 garbled += 1
+                # Which file generation and offset, how long, how it starts: enough to tell a line's
+                # head cut by a copy from a read that began mid-line.
+                self.garbled_sample.append((doc["_id"], len(msg), msg[:48]))
         return seen, garbled
 
     def wait_indexed(self, expected: set, timeout: float = 40.0) -> None:
