@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +95,20 @@ def bosh_cli() -> str:
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"{message} (CI=true: the BOSH tests must run)", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture
+def tmp_path(request) -> Iterator[Path]:
+    """A temp dir outside pytest's /tmp/pytest-of-<user>: the scripts tested here drop to an
+    unprivileged user who must traverse to it, and every pytest session that starts on the machine
+    resets that root to 0700, cutting the traversal mid-test (ctl's test failed so while another
+    run started). Kept when the test fails, like pytest's own."""
+    failed_before = request.session.testsfailed
+    name = re.sub(r"[^\w.-]", "_", request.node.name)[:40]  # a parameter id may hold a "/"
+    path = Path(tempfile.mkdtemp(prefix=f"log-shipper-{name}-"))
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
