@@ -61,6 +61,7 @@ ONE_WORKER = {"secure_es": "secure-node", "release": "bosh-release", "shipped": 
               "incident": "search-incident"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         group = next((g for f, g in ONE_WORKER.items() if f in item.fixturenames), None)
