@@ -50,6 +50,13 @@ def run(config_path: str) -> None:
     """Run the agent until SIGTERM or SIGINT, then flush and save offsets."""
     import signal
 
+    # Handlers before anything slow: a stop that comes while the agent loads and makes its first
+    # scan (monit stopping a job it just started) is carried out once it runs, not by the default
+    # action, which killed it with -15.
+    stop_asked = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_asked.set())
+    signal.signal(signal.SIGINT, lambda *_: stop_asked.set())
+
     from agent.pipeline import Agent, tune_malloc
     from agent.registry import RegistryError
 
@@ -68,6 +75,8 @@ def run(config_path: str) -> None:
         raise click.ClickException(f"{e.filename}: {e.strerror}") from None
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    if stop_asked.is_set():  # after the handlers: a signal from here on reaches agent.stop()
+        agent.stop()
     agent.run()
 
 
