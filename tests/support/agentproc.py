@@ -72,6 +72,14 @@ class AgentProcess:
         self.proc.wait()
         self._log.close()
 
+    def wait_started(self, timeout_s: float = 60.0) -> None:
+        """Until the agent logs its start, as its first scan begins: from then on SIGTERM is handled."""
+        deadline = time.monotonic() + timeout_s
+        while '"event":"start"' not in self.log():
+            assert self.alive(), self.log()[-2000:]
+            assert time.monotonic() < deadline, f"the agent did not start within {timeout_s}s"
+            time.sleep(0.005)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
