@@ -61,12 +61,11 @@ ONE_WORKER = {"secure_es": "secure-node", "release": "bosh-release", "shipped": 
               "incident": "search-incident"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
-def pytest_collection_modifyitems(items) -> None:
-    for item in items:
-        group = next((g for f, g in ONE_WORKER.items() if f in item.fixturenames), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item) -> None:
+    """Marked as collected, so the mark is there when xdist reads the groups (collection's end)."""
+    group = next((g for f, g in ONE_WORKER.items() if f in getattr(item, "fixturenames", ())), None)
+    if group:
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
