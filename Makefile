@@ -21,8 +21,11 @@ deps: $(STAMP)
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 	$(PY) -m tests.support.esnode fetch
 
+# Workers: most tests wait on outages, rotations and sleeps, so more workers than cores overlap them
+# (README, Tests: the measured choice). TEST_WORKERS=0 runs serially in one process.
+TEST_WORKERS ?= 4
 test: deps
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 run: deps
 	$(PY) -m tests.support.demo

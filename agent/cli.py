@@ -50,27 +50,20 @@ def run(config_path: str) -> None:
     """Run the agent until SIGTERM or SIGINT, then flush and save offsets."""
     import signal
 
+    # Handlers before anything slow: a stop that comes while the agent loads and makes its first
+    # scan (monit stopping a job it just started) is carried out once it runs, not by the default
+    # action, which killed it with -15.
+    stop_asked = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_asked.set())
+    signal.signal(signal.SIGINT, lambda *_: stop_asked.set())
+
     from agent.pipeline import Agent, tune_malloc
     from agent.registry import RegistryError
 
-    # A stop asked for while starting (a deploy right after a start) is kept and honoured
-    # once the agent can flush and save offsets, instead of killing the process mid-start.
-    stop_asked = threading.Event()
-    agent: Agent | None = None
-
-    def on_stop(*_) -> None:
-        stop_asked.set()
-        if agent is not None:
-            agent.stop()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
     cfg = _load(config_path)
     tune_malloc()
     try:
         agent = Agent(cfg)
-        if stop_asked.is_set():
-            agent.stop()
         agent.start()
     except RegistryError as e:  # e.g. written by a newer agent: refused rather than misread
         raise click.ClickException(f"registry: {e}") from None
@@ -80,6 +73,10 @@ def run(config_path: str) -> None:
                 f"health.port: cannot listen on {cfg.health.host}:{cfg.health.port} ({e.strerror}); "
                 "pick a free port or set health.enabled false") from None
         raise click.ClickException(f"{e.filename}: {e.strerror}") from None
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    if stop_asked.is_set():  # after the handlers: a signal from here on reaches agent.stop()
+        agent.stop()
     agent.run()
 
 

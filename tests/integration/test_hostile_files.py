@@ -269,6 +269,7 @@ def test_a_file_name_that_is_not_utf8_ships_checkpoints_and_survives_restarts(es
     for rnd in range(2):
         agent = AgentProcess(cfg, tmp_path / f"agent{rnd}.log").start()
         try:
+            agent.wait_started()  # the second round's lines are indexed already: the agent itself is waited for
             _wait("every line indexed", lambda: es.indices.exists(index=index_name)
                   and len(all_messages(es, index_name, ["message"])) >= 20)
             time.sleep(1.0)  # checkpoints run (once they crashed on this name)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -57,7 +58,7 @@ def _ship(es_url: str, root: Path, tmp: Path, index: str, instance: int, group: 
 @pytest.fixture(scope="module")
 def shipped(es_node, es, tmp_path_factory):
     """Two router instances' and one api instance's logs, shipped by the real agent."""
-    index = "logs-search-" + tmp_path_factory.mktemp("x").name[-6:].lower().replace("_", "")
+    index = f"logs-search-{uuid.uuid4().hex[:10]}"  # unique across the workers sharing the node
     tmp = tmp_path_factory.mktemp("search")
     for instance in (0, 1):
         root = tmp / f"root{instance}"
@@ -321,7 +322,7 @@ assert len(NAMES) == len(EVENTS)
 def incident(es_node, es, tmp_path_factory):
     """The incident's logs shipped by the real agent, one run per VM: the index, its search variant, the
     directory with the agents' logs."""
-    index = "logs-incident-" + tmp_path_factory.mktemp("x").name[-6:].lower().replace("_", "")
+    index = f"logs-incident-{uuid.uuid4().hex[:10]}"
     tmp = tmp_path_factory.mktemp("incident")
     vms = sorted({(group, i) for group, i, _ in INCIDENT})
     for group, i in vms:

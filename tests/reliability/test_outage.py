@@ -91,6 +91,8 @@ def _settle(sc: Scenario, owed: set, timeout: float = 240.0, patience: int = 15)
     }
     out["indexed_in_lost"], out["race_reported_bytes"] = _lost_events(sc)
     out["race_bytes"] = sum(len(sc.line(job, n)) for job, n in race)
+    if garbled:
+        out["garbled_sample"] = sc.garbled_sample[:5]
     print(f"\n{sc.name}: {out}")
     out["missing_lines"] = missing
     return out

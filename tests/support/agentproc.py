@@ -59,8 +59,9 @@ class AgentProcess:
         )
         return self
 
-    def wait_started(self, timeout: float = 30) -> None:
-        """Until this run has logged its start: its signal handlers are in place."""
+    def wait_started(self, timeout: float = 60) -> None:
+        """Until this run (not an earlier one into the same log) has logged its start, as its
+        first scan begins: from then on SIGTERM is handled."""
         deadline = time.monotonic() + timeout
         while b'"event":"start"' not in self.log_path.read_bytes()[self._log_from:]:
             assert self.alive(), self.log()[-3000:]

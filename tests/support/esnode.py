@@ -2,15 +2,19 @@
 
 Resolves the minimal distribution (integ-test-zip) by its Maven coordinates, unpacks it
 once into a cache, and starts one node as an unprivileged user on a free loopback port.
-`ES_URL` short-circuits all of it: the given cluster is used as is.
+`ES_URL` short-circuits all of it: the given cluster is used as is. A test run's pytest
+processes (xdist workers) share one node through `shared()`; `stop_shared()` ends it.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
+import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -62,7 +66,8 @@ def _ensure_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(ES_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ES_USER], check=True)
+        # Not checked: a parallel worker may have added the user meanwhile (useradd exits 9); getpwnam decides.
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ES_USER])
         return pwd.getpwnam(ES_USER)
 
 
@@ -144,6 +149,59 @@ def start(heap: str = "512m", timeout_s: float = 120.0, secure: Secure | None = 
         time.sleep(0.25)
     node.stop(keep_logs=True)
     raise RuntimeError(f"Elasticsearch did not answer within {timeout_s:.0f}s; see {workdir / 'stdout.log'}")
+
+
+def shared(run_dir: Path) -> Node:
+    """The test run's one node: the first process to ask starts it, the others get its URL.
+
+    Its starter may finish first, so no process stops it but the run's controller (stop_shared).
+    The returned Node has no proc: stopping it is a no-op."""
+    if os.environ.get("ES_URL"):
+        return start()
+    state = run_dir / "es-node.json"
+    with open(run_dir / "es-node.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if not state.exists():
+            node = start()
+            state.write_text(json.dumps({"url": node.url, "workdir": str(node.workdir), "pid": node.proc.pid}))
+        s = json.loads(state.read_text())
+    return Node(url=s["url"], workdir=Path(s["workdir"]), proc=None)
+
+
+def stop_shared(run_dir: Path, keep_logs: bool) -> Path | None:
+    """Stop the run's node if one was started; its workdir when the logs are kept."""
+    state = run_dir / "es-node.json"
+    if not state.exists():
+        return None
+    s = json.loads(state.read_text())
+    pid, workdir = s["pid"], Path(s["workdir"])
+    _terminate(pid)
+    if keep_logs:
+        return workdir
+    shutil.rmtree(workdir, ignore_errors=True)
+    return None
+
+
+def _terminate(pid: int, grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after grace_s; the node is not our child (its starter may have exited)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """False once the process is gone or a zombie its parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _ready(url: str, secure: Secure | None = None) -> bool:
