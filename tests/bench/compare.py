@@ -1,11 +1,13 @@
-"""Old agent versus new, interleaved: CPU per million lines into the null `_bulk` endpoint.
+"""Old agent versus new, interleaved: CPU per million lines into the null `_bulk` endpoint, and
+the steady-state share of a core (`make bench BASE=<commit>`).
 
     .venv/bin/python -m tests.bench.compare --base 782ef38 [--new HEAD|.] [--lines 2000000] [--pairs 3]
-        [--workloads raw,parsed]
+        [--workloads raw,parsed,steady] [--perline]
 
 The machine is shared and its speed drifts up to 2x within hours, so runs hours apart do not
 compare: each pair runs base then new back to back (A B A B ...) on the same per-format corpus, and
-the ratio is the median of the per-pair ratios. `--base`/`--new` are commits, checked out once with
+the ratio is the median of the per-pair ratios. `steady` is tests/bench/steady.py at 2,000 lines/s
+over 20 files (% of a core). `--base`/`--new` are commits, checked out once with
 `git archive` (only `agent/`) under the bench cache; `.` is this working tree. The harness (this
 file, the null endpoint, the corpus) is this tree's for both, and each agent runs with its own
 defaults for batching, reading and the registry.
@@ -22,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import corpus
+from tests.bench import corpus, steady
 from tests.bench.run import CACHE, RAW_RULES, events_of, files_of, ship_to_null
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +61,7 @@ def main() -> None:
     ap.add_argument("--new", default=".", help="the newer commit, or . for this working tree")
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--workloads", default="raw,parsed")
+    ap.add_argument("--workloads", default="raw,parsed", help="of raw, parsed, steady")
     ap.add_argument("--perline", action="store_true",
                     help="time tests/bench/perline.py (the per-line path in-process) instead of the whole agent")
     args = ap.parse_args()
@@ -75,6 +77,10 @@ def main() -> None:
             cpu: dict[str, list[float]] = {"base": [], "new": []}
             for i in range(args.pairs):
                 for side in ("base", "new"):
+                    if workload == "steady":
+                        cpu[side].append(steady.measure(20, 2000, 45.0, 10.0, trees[side])["cpu_pct_of_core"])
+                        print(f"steady pair {i + 1} {side}: {cpu[side][-1]:.2f}% of a core", flush=True)
+                        continue
                     if args.perline:
                         cpu[side].append(perline(trees[side], args.lines, not parsing))
                         print(f"{workload} pair {i + 1} {side}: {cpu[side][-1]:.2f} CPU-s/M (per-line path)", flush=True)
@@ -90,8 +96,9 @@ def main() -> None:
                          statistics.median(ratios), ratios))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'workload':10} {'base CPU-s/M':>13} {'new CPU-s/M':>12} {'new/base':>9}  per pair"
-          f"   (medians of {args.pairs} interleaved pairs, {sum(counts.values()):,} lines)")
+    print(f"\n{'workload':10} {'base':>13} {'new':>12} {'new/base':>9}  per pair"
+          f"   (medians of {args.pairs} interleaved pairs; CPU-s per 1M of {sum(counts.values()):,} lines,"
+          f" steady: % of a core)")
     for workload, base, new, ratio, ratios in rows:
         print(f"{workload:10} {base:13.2f} {new:12.2f} {ratio:8.3f}x  {' '.join(f'{r:.3f}' for r in ratios)}")
 
