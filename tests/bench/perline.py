@@ -113,7 +113,7 @@ def main() -> None:
         print(f"{rel:45} {counts[rel]:9,} lines {events:9,} events {encoded:9,} encoded"
               f" {cpu / counts[rel] * 1e6:6.2f} CPU-s/M lines")
     print(f"{'total':45} {total_lines:9,} lines {total_events:9,} events {total_encoded:9,} encoded"
-          f" {total_cpu / total_lines * 1e6:6.2f} CPU-s/M lines")
+          f" {total_cpu / max(1, total_lines) * 1e6:6.2f} CPU-s/M lines")
 
 
 if __name__ == "__main__":
