@@ -453,7 +453,7 @@ class Agent:
         msg = self._encoder(stream).encode(piece, read_time, batch.body)
         if len(batch.body) > limit and n > 1:
             # Keep the documents that fit rather than encode fewer again (that was ~8% of the encoding).
-            n = _cut_to_fit(batch.body, before, limit)
+            n = _cut_to_fit(batch.body, before, limit, n)
             msg = sum(map(len, piece.lines[:n]))
         stream.doc_overhead = max(1, (len(batch.body) - before - msg) // n)
         return n
@@ -608,11 +608,11 @@ class Agent:
                                    hint="check the disk under state_dir", segment=e.path)
 
 
-def _cut_to_fit(body: bytearray, before: int, limit: int) -> int:
-    """Drop the documents appended after `before` that end past `limit`, keeping at least one;
-    how many are kept. A document is two NDJSON lines (action, source) and JSON escapes every
+def _cut_to_fit(body: bytearray, before: int, limit: int, docs: int) -> int:
+    """Drop the `docs` documents appended after `before` that end past `limit`, keeping at least
+    one; how many are kept. A document is two NDJSON lines (action, source) and JSON escapes every
     newline inside them, so the newlines alone mark where documents end."""
-    lines = body.count(b"\n", before, limit)  # lines that end within the limit
+    lines = 2 * docs - body.count(b"\n", limit)  # lines that end within the limit: only the overshoot is counted
     if lines < 2:  # only a document alone may exceed the limit
         end = body.index(b"\n", body.index(b"\n", before) + 1)
     else:
