@@ -31,11 +31,16 @@ run: deps
 	$(PY) -m tests.support.demo
 
 # Throughput and footprint, steady state at ordinary rates, a week of registry history.
+# With BASE=<commit>: that commit's agent against this tree's, interleaved, the ratio per workload.
 bench: deps
+ifdef BASE
+	$(PY) -m tests.bench.compare --base $(BASE) --workloads raw,parsed,steady
+else
 	$(PY) -m tests.bench.run
 	$(PY) -m tests.bench.steady --files 20 --rate 2000
 	$(PY) -m tests.bench.steady --files 200 --rate 4000
 	$(PY) -m tests.bench.history --parts registry,agent
+endif
 
 release: $(STAMP)
 	bash bosh/scripts/make-release.sh

@@ -500,13 +500,12 @@ class Agent:
             sizes = list(accumulate(map(stream.doc_overhead.__add__, map(len, lines))))
             n = max(1, bisect_right(sizes, room))
         before = len(batch.body)
-        while True:
-            piece = frames.split(n)[0] if n < len(frames) else frames
-            msg = self._encoder(stream).encode(piece, read_time, batch.body)
-            if len(batch.body) <= limit or n == 1:
-                break
-            del batch.body[before:]
-            n //= 2
+        piece = frames.split(n)[0] if n < len(frames) else frames
+        msg = self._encoder(stream).encode(piece, read_time, batch.body)
+        if len(batch.body) > limit and n > 1:
+            # Keep the documents that fit rather than encode fewer again (that was ~8% of the encoding).
+            n = _cut_to_fit(batch.body, before, limit, n)
+            msg = sum(map(len, piece.lines[:n]))
         stream.doc_overhead = max(1, (len(batch.body) - before - msg) // n)
         return n
 
@@ -658,3 +657,18 @@ class Agent:
                 continue
             self.reader.count_lost(entry, nbytes, "a damaged spool segment held these lines",
                                    hint="check the disk under state_dir", segment=e.path)
+
+
+def _cut_to_fit(body: bytearray, before: int, limit: int, docs: int) -> int:
+    """Drop the `docs` documents appended after `before` that end past `limit`, keeping at least
+    one; how many are kept. A document is two NDJSON lines (action, source) and JSON escapes every
+    newline inside them, so the newlines alone mark where documents end."""
+    lines = 2 * docs - body.count(b"\n", limit)  # lines that end within the limit: only the overshoot is counted
+    if lines < 2:  # only a document alone may exceed the limit
+        end = body.index(b"\n", body.index(b"\n", before) + 1)
+    else:
+        end = body.rfind(b"\n", before, limit)
+        if lines % 2:  # that newline ends an action line: its document does not fit
+            end = body.rfind(b"\n", before, end)
+    del body[end + 1:]
+    return max(1, lines // 2)

@@ -36,7 +36,6 @@ from urllib.parse import urlparse
 
 import orjson
 
-from agent.config import Config
 
 from tests.bench import corpus
 from tests.bench.nullbulk import NullBulk
@@ -54,8 +53,9 @@ EARLIER = {
 UAA_START = re.compile(rb"^\[\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}", re.M)
 
 
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """utime+stime of process `pid`, or of its thread `tid` (the main thread's is `pid`)."""
+    with open(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
@@ -108,17 +108,30 @@ def read_limit(files: list[Path], lines: int, nbytes: int) -> dict:
 
 # -- 2. the agent into the null endpoint ---------------------------------------------------------
 
-def agent_config(work: Path, url: str, root: Path, index: str, formats=None, **over) -> Path:
+_DEFAULTS = """import dataclasses, json; from agent.config import Config; d = Config()
+print(json.dumps({"sections": [f.name for f in dataclasses.fields(Config)],
+                  "batch": {"flush_interval_s": d.batch.flush_interval_s},
+                  "registry": {"flush_interval_s": d.registry.flush_interval_s},
+                  "reader": {k: getattr(d.reader, k) for k in ("idle_flush_s", "rescan_interval_s", "close_removed_after_s")}}))"""
+
+
+def tree_defaults(tree: Path | None) -> dict:
+    """The agent's own defaults for batching, reading and the registry (not the test harness's fast
+    timers), and its config sections, from `tree`'s agent (an older commit's) or this one's."""
+    out = subprocess.run([sys.executable, "-c", _DEFAULTS], cwd=tree, capture_output=True, check=True)
+    return json.loads(out.stdout)
+
+
+def agent_config(work: Path, url: str, root: Path, index: str, formats=None, tree: Path | None = None, **over) -> Path:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     extra = {"formats": formats} if formats is not None else {}
-    # The agent's own defaults for batching, reading and the registry, not the test harness's fast timers.
-    d = Config()
-    return write_config(work / "agent.json", url, root, state, index,
-                        batch={"flush_interval_s": d.batch.flush_interval_s},
-                        registry={"flush_interval_s": d.registry.flush_interval_s},
-                        reader={"idle_flush_s": d.reader.idle_flush_s, "rescan_interval_s": d.reader.rescan_interval_s,
-                                "close_removed_after_s": d.reader.close_removed_after_s}, **extra, **over)
+    d = tree_defaults(tree)
+    path = write_config(work / "agent.json", url, root, state, index, batch=d["batch"], registry=d["registry"],
+                        reader=d["reader"], **extra, **over)
+    cfg = orjson.loads(path.read_bytes())  # an older agent refuses sections it does not know (fleet)
+    path.write_bytes(orjson.dumps({k: v for k, v in cfg.items() if k in d["sections"]}))
+    return path
 
 
 class Sampler:
@@ -152,10 +165,12 @@ class Sampler:
         self._t.join()
 
 
-def ship_to_null(work: Path, root: Path, expected: int, nbytes: int, formats, timeout_s: float) -> dict:
+def ship_to_null(work: Path, root: Path, expected: int, nbytes: int, formats, timeout_s: float,
+                 tree: Path | None = None) -> dict:
+    """`tree`: a directory holding another commit's `agent/` package, run instead of this one."""
     null = NullBulk().start()
-    cfg = agent_config(work, null.url, root, "bench-null", formats)
-    agent = AgentProcess(cfg, work / "agent.log").start()
+    cfg = agent_config(work, null.url, root, "bench-null", formats, tree)
+    agent = AgentProcess(cfg, work / "agent.log", cwd=tree).start()
     pid = agent.proc.pid
     sampler = Sampler(pid)
     t_start = time.monotonic()
@@ -172,6 +187,7 @@ def ship_to_null(work: Path, root: Path, expected: int, nbytes: int, formats, ti
         time.sleep(0.1)
         hwm = hwm_bytes(pid)
         cpu_total = cpu_s(pid)
+        cpu_main = cpu_s(pid, pid)  # read -> frame -> encode -> batch; the senders have their own threads
     finally:
         sampler.stop()
         agent.stop()
@@ -192,6 +208,7 @@ def ship_to_null(work: Path, root: Path, expected: int, nbytes: int, formats, ti
         "cpu_s_per_m": steady_cpu / steady_docs * 1e6,
         "cpu_s_per_m_incl_start": cpu_total / docs_end * 1e6,
         "cpu_s_total": cpu_total,
+        "main_thread_cpu_s_per_m_incl_start": cpu_main / docs_end * 1e6,
         "peak_rss_mib": hwm / 2**20,
     }
 

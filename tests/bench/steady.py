@@ -52,7 +52,8 @@ class Writers:
             h.close()
 
 
-def measure(files: int, rate: int, seconds: float, warmup: float) -> dict:
+def measure(files: int, rate: int, seconds: float, warmup: float, tree: Path | None = None) -> dict:
+    """`tree`: a directory holding another commit's `agent/` package, run instead of this one."""
     with tempfile.TemporaryDirectory(prefix="bench-steady-") as tmp:
         work = Path(tmp)
         root = work / "log"
@@ -63,8 +64,9 @@ def measure(files: int, rate: int, seconds: float, warmup: float) -> dict:
             paths.append(d / f"file{i:03d}.log")
             paths[-1].touch()
         null = NullBulk().start()
-        cfg = agent_config(work, null.url, root, "logs-bench", health={"enabled": False}, fleet={"enabled": False})
-        agent = AgentProcess(cfg, work / "agent.log").start()
+        cfg = agent_config(work, null.url, root, "logs-bench", tree=tree, health={"enabled": False},
+                           fleet={"enabled": False})
+        agent = AgentProcess(cfg, work / "agent.log", cwd=tree).start()
         writers = Writers(paths, rate)
         writers.thread.start()
         try:

@@ -378,3 +378,23 @@ def test_a_rescan_makes_due_only_files_whose_size_or_head_changed(tmp_path):
         f.write(b"R0\n")
     agent.reader.sync(agent.discovery.scan())
     assert agent.reader.due() == [agent.reader.by_path[str(rewritten)]]
+
+
+@pytest.mark.parametrize("sizes, limit", [
+    ([10, 10, 10], 100),  # all fit (the caller does not cut then; nothing is dropped)
+    ([10, 10, 10], 45),  # the limit inside the third document's source line
+    ([10, 10, 10], 35),  # inside its action line
+    ([10, 10, 10], 40),  # exactly at the second document's end
+    ([50, 10], 20),  # the first alone exceeds the limit: it is kept
+    ([3, 3, 3, 3, 3, 3], 23),
+])
+def test_cut_to_fit_keeps_the_documents_that_end_within_the_limit(sizes, limit):
+    """Documents of action + source lines after a prefix; what a re-encode of fewer would have kept."""
+    prefix = b"x" * 7 + b"\n"
+    docs = [b"a" * (s // 2 - 1) + b"\n" + b"s" * (s - s // 2 - 1) + b"\n" for s in sizes]
+    body = bytearray(prefix + b"".join(docs))
+    lim = len(prefix) + limit
+    ends = [len(prefix) + sum(map(len, docs[: i + 1])) for i in range(len(docs))]
+    want = max(1, sum(e <= lim for e in ends))
+    assert pipeline._cut_to_fit(body, len(prefix), lim, len(docs)) == want
+    assert bytes(body) == prefix + b"".join(docs[:want])
