@@ -375,10 +375,13 @@ class Reader:
             except OSError:
                 continue
             size = rotation.gz_size(cand) if cand.endswith(".gz") else st.st_size
+            copy_st = st
             try:  # copytruncate: the generation was written under the live file's inode, and
                 st = os.stat(path)  # a killed agent that saw it there derived its fid from that
             except OSError:
                 pass
+            if self._known_fid(head, copy_st, st):
+                continue
             entry = self._new_entry(path, st, head)
             entry.size = size
             src = self._copy(entry.fid, path, cand, Head.of(head), 0)
@@ -390,6 +393,14 @@ class Reader:
             self._due.add(entry.fid)
             log.info("rotated_unseen", "reading a rotated copy whose file was never seen live",
                      path=path, copy=cand)
+
+    def _known_fid(self, head: bytes, *where: os.stat_result) -> bool:
+        """Whether a copy is a generation already known by the fid it was given where it was
+        written (its own inode after a rename, the live file's under copytruncate). A copy taken
+        while its file was young is shorter than the head the entry grew since: it does not begin
+        with that head, yet it is that generation (copied, written on, then truncated)."""
+        fids = {identity.new_fid(st.st_dev, st.st_ino, head) for st in where}
+        return any(f in self.entries or f in self.retired for f in fids)
 
     def _open_copy(self, fid: str, path: str, head: Head, offset: int) -> Source | None:
         e = self.entries[fid]
