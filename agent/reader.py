@@ -163,7 +163,7 @@ class Reader:
         """When the newest generation of `path` known (other than fid `but`) was last written:
         its copy's mtime, or when the agent last saw one if no copy of one is left."""
         others = [e for e in self.entries.values() if e.path == path and e.fid != but]
-        known = rotation.known_heads(others, path)
+        known = rotation.head_index(rotation.known_heads(others, path))
         copies = [rotation.mtime(cand) for cand in rotation.siblings(path)
                   if rotation.begins_with_any(self.jail.head(cand, identity.MAX_HEAD, copy_of=path) or b"", known)]
         return max(copies) if copies else max((e.updated_at for e in others), default=0.0)
@@ -362,8 +362,8 @@ class Reader:
         # rotated, then filled and rotated before we looked again, is newer than that one only.
         since, self._since[path] = min(since, self._since.get(path, since)), since
         # Forgotten generations too: one read and forgotten is never read again as new.
-        known = rotation.known_heads(self.entries.values(), path)
-        known += [Head(r.head_len, r.head_hash) for r in self.retired.values()]
+        known = rotation.head_index([*rotation.known_heads(self.entries.values(), path),
+                                     *(Head(r.head_len, r.head_hash) for r in self.retired.values())])
         for cand in rotation.plain_first(rotation.siblings(path)):
             if rotation.mtime(cand) < since:
                 continue
@@ -388,7 +388,8 @@ class Reader:
             if src is None:
                 del self.entries[entry.fid]
                 continue
-            known.append(Head.of(head))
+            h = Head.of(head)
+            known.setdefault(h.length, set()).add(h.hash)
             self.sources[entry.fid] = src
             self._due.add(entry.fid)
             log.info("rotated_unseen", "reading a rotated copy whose file was never seen live",

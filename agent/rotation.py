@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from agent.identity import Head
+from agent.identity import Head, digest
 from agent.registry import Entry
 
 
@@ -64,10 +64,20 @@ def known_heads(entries: Iterable[Entry], path: str) -> list[Head]:
     return [Head(e.head_len, e.head_hash) for e in entries if e.path == path]
 
 
-def begins_with_any(data: bytes, heads: Iterable[Head]) -> bool:
-    """One hash per distinct head length, however many heads (forgotten ones are thousands)."""
-    heads = set(heads)
-    return any(Head.of(data[:n]) in heads for n in {h.length for h in heads} if n <= len(data))
+HeadIndex = dict[int, set[str]]  # head length -> hashes of the heads of that length
+
+
+def head_index(heads: Iterable[Head]) -> HeadIndex:
+    """Built once per look at a directory: forgotten heads are thousands, copies a few."""
+    index: HeadIndex = {}
+    for h in heads:
+        index.setdefault(h.length, set()).add(h.hash)
+    return index
+
+
+def begins_with_any(data: bytes, index: HeadIndex) -> bool:
+    """One hash per distinct head length, however many heads."""
+    return any(digest(data[:n]) in hashes for n, hashes in index.items() if n <= len(data))
 
 
 def gz_size(path: str) -> int:
